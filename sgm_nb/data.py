@@ -10,7 +10,7 @@ __all__ = ['MNIST5K_FILE', 'DATASETS', 'uint8_to_float', 'make_batch', 'ImageDat
            'download', 'read_idx', 'read_cifar10', 'load_dataset', 'write_idx', 'toy_gmm', 'sample_gmm', 'ToyDataset',
            'save_png', 'save_mnist5k_grid', 'data_demo']
 
-# %% ../nbs/00a_data.ipynb #3b226ce7
+# %% ../nbs/00a_data.ipynb #d8d4448e
 import gzip
 import hashlib
 import os
@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from .utils import image_grid, show_images, to_uint8
 
-# %% ../nbs/00a_data.ipynb #724b0e4c
+# %% ../nbs/00a_data.ipynb #a25107e2
 def uint8_to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     "uint8 images (any shape) to float32 in [-1, 1]."
     x = torch.from_numpy(images.astype(np.float32)) if isinstance(images, np.ndarray) else images.float()
@@ -42,7 +42,7 @@ def make_batch(images: np.ndarray, labels: np.ndarray | None = None) -> dict:
     "sgm's batch dict from uint8 images (N, C, H, W) and optional labels: `{'jpg': float [-1,1], 'cls': int64}`."
     if images.ndim != 4: raise ValueError(f"make_batch: images must be (N, C, H, W), got shape {images.shape}")
     batch = {"jpg": uint8_to_float(images)}
-    if labels is not None: batch["cls"] = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if labels is not None: batch["cls"] = torch.from_numpy(np.array(labels, dtype=np.int64))
     return batch
 
 class ImageDataset(Dataset):
@@ -57,7 +57,7 @@ class ImageDataset(Dataset):
         if self.labels is not None: item["cls"] = int(self.labels[i])
         return item
 
-# %% ../nbs/00a_data.ipynb #9763ebef
+# %% ../nbs/00a_data.ipynb #4d128ab5
 MNIST5K_FILE = "mnist_5k.npz"
 
 def _atomic_savez(dest: Path, **arrays):
@@ -82,7 +82,7 @@ def build_mnist5k(csv_gz: str | Path, dest: str | Path) -> Path:
     _atomic_savez(Path(dest), images=images, labels=a[:, 784].astype(np.uint8))
     return Path(dest)
 
-# %% ../nbs/00a_data.ipynb #c94e8ab4
+# %% ../nbs/00a_data.ipynb #08abc4e9
 @lru_cache(maxsize=None)
 def load_mnist5k() -> tuple[np.ndarray, np.ndarray]:
     "The embedded 5,000 MNIST digits: uint8 images (5000, 1, 28, 28) and uint8 labels (5000,), read-only."
@@ -105,13 +105,13 @@ def mnist5k_dataset(split: str = "train") -> ImageDataset:
     "The embedded digits of `split` as a dataset of sgm sample dicts."
     return ImageDataset(*mnist5k_split(split))
 
-# %% ../nbs/00a_data.ipynb #6bdd9601
+# %% ../nbs/00a_data.ipynb #0b83d385
 def pixel_stats(x: torch.Tensor) -> dict:
     "Mean, standard deviation and root mean square of all values of `x`, in float64."
     x = torch.as_tensor(x).double()
     return {"mean": x.mean().item(), "std": x.std().item(), "rms": x.square().mean().sqrt().item()}
 
-# %% ../nbs/00a_data.ipynb #5eb38ae0
+# %% ../nbs/00a_data.ipynb #91b4be8b
 @dataclass(frozen=True)
 class Resource:
     "One downloadable file: its name in the cache, its MD5 and the URLs to try in order."
@@ -155,7 +155,7 @@ def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""): h.update(block)
     return h.hexdigest()
 
-# %% ../nbs/00a_data.ipynb #546190bb
+# %% ../nbs/00a_data.ipynb #129ae851
 def _fetch(url: str, tmp: Path, timeout: float):
     with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
         while block := r.read(1 << 20): f.write(block)
@@ -188,7 +188,7 @@ def download(resource: Resource, dest_dir: str | Path, timeout: float = 30.0) ->
     raise DownloadError(f"cannot download {resource.filename} (offline?): {'; '.join(errors)}. "
                         f"Copy the file into {dest_dir} or set SGM_NB_DATA to a folder that has it")
 
-# %% ../nbs/00a_data.ipynb #14d8f785
+# %% ../nbs/00a_data.ipynb #5dd45e6e
 def read_idx(path: str | Path) -> np.ndarray:
     "Read a (gzipped) IDX file of unsigned bytes into a numpy array."
     opener = gzip.open if str(path).endswith(".gz") else open
@@ -233,14 +233,14 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
         return images, labels
     return read_cifar10(get("archive"), split)
 
-# %% ../nbs/00a_data.ipynb #208c585b
+# %% ../nbs/00a_data.ipynb #ddc29eaa
 def write_idx(path: str | Path, arr: np.ndarray):
     "Write a uint8 array as a gzipped IDX file (the inverse of `read_idx`; used to build test fixtures)."
     arr = np.ascontiguousarray(arr, dtype=np.uint8)
     header = bytes([0, 0, 0x08, arr.ndim]) + np.asarray(arr.shape, dtype=">i4").tobytes()
     with gzip.open(path, "wb") as f: f.write(header + arr.tobytes())
 
-# %% ../nbs/00a_data.ipynb #396cb4fd
+# %% ../nbs/00a_data.ipynb #65345708
 def toy_gmm(name: str = "ring8", dtype=torch.float64) -> dict:
     "Weights (K,), means (K, 2) and covariances (K, 2, 2) of a named 2-D mixture: 'ring8', 'grid25', 'two_tilted', 'gaussian'."
     eye = torch.eye(2, dtype=dtype)
@@ -280,7 +280,7 @@ class ToyDataset(Dataset):
     def __len__(self): return len(self.x)
     def __getitem__(self, i): return {"jpg": self.x[i], "cls": int(self.comp[i])}
 
-# %% ../nbs/00a_data.ipynb #92a0750e
+# %% ../nbs/00a_data.ipynb #4ef75706
 def save_png(img: np.ndarray, dest: str | Path):
     "Save an image array (H, W) or (H, W, 3) as PNG atomically: written under a temporary name, then renamed."
     dest = Path(dest)

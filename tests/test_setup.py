@@ -1,0 +1,25 @@
+"The Makefile's set-up: the CPU build of torch without an NVIDIA driver, pip's own choice (CUDA) with one."
+import os
+import subprocess
+
+from helpers import ROOT
+
+def _install_commands(tmp_path, with_gpu: bool) -> str:
+    bin_dir = tmp_path / "bin"; bin_dir.mkdir()
+    if with_gpu:
+        (bin_dir / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n"); (bin_dir / "nvidia-smi").chmod(0o755)
+    path = os.pathsep.join([str(bin_dir)] + [p for p in os.environ["PATH"].split(os.pathsep)
+                                             if not (os.path.isdir(p) and "nvidia-smi" in os.listdir(p))])
+    r = subprocess.run(["make", "-n", "venv", f"VENV={tmp_path / 'venv'}"], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "PATH": path})
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+def test_cpu_machine_gets_the_pinned_cpu_torch(tmp_path):
+    out = _install_commands(tmp_path, with_gpu=False)
+    assert 'install --disable-pip-version-check -q  "torch==2.13.0"' in out
+    assert '-e ".[dev]"' in out
+
+def test_gpu_machine_lets_pip_choose_its_cuda_torch(tmp_path):
+    out = _install_commands(tmp_path, with_gpu=True)
+    assert '"torch"' in out and "torch==" not in out
