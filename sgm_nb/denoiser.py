@@ -7,7 +7,7 @@ Docs: https://sgm-nb.github.io/sgm_nb/denoiser.html.md"""
 # %% auto #0
 __all__ = ['Denoiser', 'DiscreteDenoiser']
 
-# %% ../nbs/05_denoiser.ipynb #47c2af93
+# %% ../nbs/05_denoiser.ipynb #7e0d1bde
 from typing import Dict, Union
 
 import torch
@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from .utils import append_dims, instantiate_from_config
 
-# %% ../nbs/05_denoiser.ipynb #59736d2b
+# %% ../nbs/05_denoiser.ipynb #c3037cda
 class Denoiser(nn.Module):
     "D(x; sigma) = c_skip x + c_out network(c_in x, c_noise, cond), with the coefficients from a scaling config."
     def __init__(self, scaling_config: Dict):
@@ -37,7 +37,7 @@ class Denoiser(nn.Module):
         c_noise = self.possibly_quantize_c_noise(c_noise.reshape(sigma_shape), sigma.reshape(sigma_shape))
         return network(input * c_in, c_noise, cond, **additional_model_inputs) * c_out + input * c_skip
 
-# %% ../nbs/05_denoiser.ipynb #f48f1851
+# %% ../nbs/05_denoiser.ipynb #a702ffc5
 class DiscreteDenoiser(Denoiser):
     "A Denoiser for models trained on a discrete sigma table: snaps sigma to it and feeds the network the table index."
     def __init__(self, scaling_config: Dict, num_idx: int, discretization_config: Dict, do_append_zero: bool = False,

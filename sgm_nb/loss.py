@@ -7,7 +7,7 @@ Docs: https://sgm-nb.github.io/sgm_nb/loss.html.md"""
 # %% auto #0
 __all__ = ['StandardDiffusionLoss']
 
-# %% ../nbs/06_loss.ipynb #d5d5492e
+# %% ../nbs/06_loss.ipynb #2e00ba12
 import math
 from typing import Dict, List, Optional, Union
 
@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from .utils import append_dims, instantiate_from_config
 
-# %% ../nbs/06_loss.ipynb #640cd035
+# %% ../nbs/06_loss.ipynb #cf294dd6
 class StandardDiffusionLoss(nn.Module):
     "sgm's diffusion loss: noise to sampled sigmas, denoise, return each sample's weighted l2/l1 error (B,)."
     def __init__(self, sigma_sampler_config: dict, loss_weighting_config: dict, loss_type: str = "l2",

@@ -8,7 +8,7 @@ Docs: https://sgm-nb.github.io/sgm_nb/sigma_sampling.html.md"""
 __all__ = ['append_zero', 'Discretization', 'EDMDiscretization', 'trailing_timesteps', 'LegacyDDPMDiscretization', 'EDMSampling',
            'DiscreteSampling']
 
-# %% ../nbs/04_sigma_sampling.ipynb #1e72b9ea
+# %% ../nbs/04_sigma_sampling.ipynb #63230bb5
 import math
 from abc import abstractmethod
 from numbers import Integral, Real
@@ -17,7 +17,7 @@ import torch
 
 from .utils import default, instantiate_from_config
 
-# %% ../nbs/04_sigma_sampling.ipynb #9932b514
+# %% ../nbs/04_sigma_sampling.ipynb #58988517
 def _check_positive(name: str, value) -> float:
     "Refuse a parameter that is not a finite number > 0, naming it."
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value <= 0:
@@ -34,7 +34,7 @@ def append_zero(x: torch.Tensor) -> torch.Tensor:
     "Append a final 0 to the 1-D tensor `x` (sgm's `append_zero`: samplers end at sigma = 0)."
     return torch.cat([x, x.new_zeros([1])])
 
-# %% ../nbs/04_sigma_sampling.ipynb #4c15df1c
+# %% ../nbs/04_sigma_sampling.ipynb #6e15ac54
 class Discretization:
     "Base class: `get_sigmas(n)` gives n descending sigmas; `__call__` appends zero and flips."
     def __call__(self, n, do_append_zero=True, device="cpu", flip=False, dtype=torch.float32):
@@ -48,7 +48,7 @@ class Discretization:
         "n descending sigmas, float64 on the CPU."
         ...
 
-# %% ../nbs/04_sigma_sampling.ipynb #5bb0fc0a
+# %% ../nbs/04_sigma_sampling.ipynb #ad2e2c64
 class EDMDiscretization(Discretization):
     "Karras et al.'s grid: evenly spaced in sigma**(1/rho) from sigma_max down to sigma_min."
     def __init__(self, sigma_min=0.002, sigma_max=80.0, rho=7.0):
@@ -64,7 +64,7 @@ class EDMDiscretization(Discretization):
         max_inv_rho = self.sigma_max ** (1 / self.rho)
         return (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** self.rho
 
-# %% ../nbs/04_sigma_sampling.ipynb #16d9e208
+# %% ../nbs/04_sigma_sampling.ipynb #bd046c2c
 def trailing_timesteps(n: int, num_timesteps: int) -> torch.Tensor:
     "sgm's 'roughly equally spaced' sub-sampling: floor((T-1) j / n) for j = 1..n, ascending, ending at T-1."
     n, num_timesteps = _check_count("n", n), _check_count("num_timesteps", num_timesteps)
@@ -87,7 +87,7 @@ class LegacyDDPMDiscretization(Discretization):
         sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
         return torch.flip(sigmas, (0,))  # descending, like every discretization
 
-# %% ../nbs/04_sigma_sampling.ipynb #cd73f721
+# %% ../nbs/04_sigma_sampling.ipynb #f4f6cbeb
 class EDMSampling:
     "EDM's log-normal training sigmas: log(sigma) ~ N(p_mean, p_std**2)."
     def __init__(self, p_mean=-1.2, p_std=1.2):
@@ -100,7 +100,7 @@ class EDMSampling:
         log_sigma = self.p_mean + self.p_std * default(rand, lambda: torch.randn((n_samples,)))
         return log_sigma.exp()
 
-# %% ../nbs/04_sigma_sampling.ipynb #203a417c
+# %% ../nbs/04_sigma_sampling.ipynb #60e30279
 class DiscreteSampling:
     "Training sigmas drawn uniformly from a discretization's table of `num_idx` entries."
     def __init__(self, discretization_config, num_idx, do_append_zero=False, flip=True):

@@ -7,14 +7,14 @@ Docs: https://sgm-nb.github.io/sgm_nb/weightings.html.md"""
 # %% auto #0
 __all__ = ['DiffusionLossWeighting', 'effective_weight', 'UnitWeighting', 'EDMWeighting', 'VWeighting', 'EpsWeighting']
 
-# %% ../nbs/03_weightings.ipynb #af5aa46b
+# %% ../nbs/03_weightings.ipynb #3c843e53
 from abc import ABC, abstractmethod
 
 import torch
 
 from .noising import check_sigma
 
-# %% ../nbs/03_weightings.ipynb #12c3fc1a
+# %% ../nbs/03_weightings.ipynb #b7d94e5e
 class DiffusionLossWeighting(ABC):
     "Base of the loss weightings: `weighting(sigma) -> w`, shaped like `sigma`."
     @abstractmethod
@@ -24,14 +24,14 @@ def effective_weight(weighting, scaling, sigma: torch.Tensor) -> torch.Tensor:
     "The weight $w(\\sigma)\\,c_\\text{out}(\\sigma)^2$ that `weighting` puts on the MSE of `scaling`'s network target."
     return weighting(sigma) * scaling(sigma)[1] ** 2
 
-# %% ../nbs/03_weightings.ipynb #2f37784f
+# %% ../nbs/03_weightings.ipynb #5aa8e12f
 class UnitWeighting(DiffusionLossWeighting):
     "$w = 1$: the plain MSE between the denoised and the clean image."
     def __call__(self, sigma):
         sigma = check_sigma(sigma, allow_zero=True, who="UnitWeighting")
         return torch.ones_like(sigma)
 
-# %% ../nbs/03_weightings.ipynb #0a61fce0
+# %% ../nbs/03_weightings.ipynb #c5c80ed0
 class EDMWeighting(DiffusionLossWeighting):
     "EDM's $w = (\\sigma^2 + \\sigma_d^2)/(\\sigma\\sigma_d)^2 = 1/c_\\text{out}^2$ of `EDMScaling(sigma_data)`."
     def __init__(self, sigma_data: float = 0.5):
@@ -47,7 +47,7 @@ class VWeighting(EDMWeighting):
     def __init__(self):
         super().__init__(sigma_data=1.0)
 
-# %% ../nbs/03_weightings.ipynb #0d2e4742
+# %% ../nbs/03_weightings.ipynb #a1baf797
 class EpsWeighting(DiffusionLossWeighting):
     "$w = \\sigma^{-2} = 1/c_\\text{out}^2$ of `EpsScaling`: DDPM's unweighted noise-prediction MSE."
     def __call__(self, sigma):
