@@ -11,10 +11,11 @@ TORCH_PIP_ARGS ?=
 NB_FLAGS ?= slow
 STAMP := $(VENV)/.sgm_nb-installed
 
-.PHONY: help venv install train test test-fast export clean-nbs sync-check docs-smoke lab clean
+.PHONY: help venv install train demo test test-fast export clean-nbs sync-check docs-smoke lab clean
 
 help:
-	@echo "make train      run the main job (creates .venv on first use)"
+	@echo "make train      train the CPU default (CONFIG=mnist_cpu) and sample from it (creates .venv on first use)"
+	@echo "make demo       the data demo: a grid of the embedded digits"
 	@echo "make test       run the whole test suite: every notebook (slow cells included) and tests/"
 	@echo "make test-fast  as test, but skipping cells flagged #| slow"
 	@echo "make export     nbdev-clean + nbdev-export after editing notebooks"
@@ -30,7 +31,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[dev]"
 	@touch $@
 
+# The CPU default: trains a small class-conditional UNet on the embedded digits, writes sample grids as it goes
+# (runs/mnist_cpu-*/images/), then samples 64 digits from the last checkpoint. Override: make train CONFIG=mnist_cond
+CONFIG ?= mnist_cpu
+SAMPLE_ARGS ?= --n 64
 train: $(STAMP)
+	$(BIN)/sgm-nb train --base $(CONFIG) --name $(CONFIG) --logdir runs $(TRAIN_ARGS)
+	run=$$(ls -td runs/*$(CONFIG)*/ | head -n 1) && \
+	$(BIN)/sgm-nb sample --ckpt "$${run}checkpoints/last.ckpt" $(SAMPLE_ARGS) --out "$${run}samples.png" && \
+	echo "samples: $${run}samples.png"
+
+demo: $(STAMP)
 	$(BIN)/sgm-nb-demo --out runs/demo
 
 test: $(STAMP)
