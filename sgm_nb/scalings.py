@@ -59,15 +59,12 @@ class VScaling(DenoiserScaling):
         c_noise = sigma.clone()
         return c_skip, c_out, c_in, c_noise
 
-class VScalingWithEDMcNoise(DenoiserScaling):
+class VScalingWithEDMcNoise(VScaling):
     "As `VScaling`, but the noise level enters the network as EDM's $c_\\text{noise} = \\frac14\\ln\\sigma$."
     def __call__(self, sigma):
         sigma = check_sigma(sigma, allow_zero=False, who="VScalingWithEDMcNoise")  # ln(0) = -inf
-        c_skip = 1.0 / (sigma**2 + 1.0)
-        c_out = -sigma / (sigma**2 + 1.0) ** 0.5
-        c_in = 1.0 / (sigma**2 + 1.0) ** 0.5
-        c_noise = 0.25 * sigma.log()
-        return c_skip, c_out, c_in, c_noise
+        c_skip, c_out, c_in, _ = super().__call__(sigma)
+        return c_skip, c_out, c_in, 0.25 * sigma.log()
 
 # %% ../nbs/02_scalings.ipynb #68c1faf3
 class ScoreScaling(DenoiserScaling):
