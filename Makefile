@@ -11,15 +11,16 @@ TORCH_PIP_ARGS ?=
 NB_FLAGS ?= slow
 STAMP := $(VENV)/.sgm_nb-installed
 
-.PHONY: help venv install train demo test test-fast export clean-nbs sync-check docs-smoke lab clean
+.PHONY: help venv install train demo test test-fast export clean-nbs sync-check docs docs-smoke lab clean
 
 help:
-	@echo "make train      train the CPU default (CONFIG=mnist_cpu) and sample from it (creates .venv on first use)"
+	@echo "make train      train the main job and sample from it (CONFIG=mnist_cpu, or mnist_cond with a GPU; creates .venv)"
 	@echo "make demo       the data demo: a grid of the embedded digits"
 	@echo "make test       run the whole test suite: every notebook (slow cells included) and tests/"
 	@echo "make test-fast  as test, but skipping cells flagged #| slow"
 	@echo "make export     nbdev-clean + nbdev-export after editing notebooks"
 	@echo "make sync-check fail if notebooks are not clean or the library is out of sync"
+	@echo "make docs       build the offline docs site into _site/ (no Quarto, no network); open _site/index.html"
 	@echo "make lab        start JupyterLab on nbs/"
 
 venv: $(STAMP)
@@ -33,7 +34,8 @@ $(STAMP): pyproject.toml
 
 # The CPU default: trains a small class-conditional UNet on the embedded digits, writes sample grids as it goes
 # (runs/mnist_cpu-*/images/), then samples 64 digits from the last checkpoint. Override: make train CONFIG=mnist_cond
-CONFIG ?= mnist_cpu
+# With an NVIDIA driver the main job is sgm's own toy setting (mnist_cond: full MNIST, batch 512, 20 epochs).
+CONFIG ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo mnist_cond || echo mnist_cpu)
 SAMPLE_ARGS ?= --n 64
 train: $(STAMP)
 	$(BIN)/sgm-nb train --base $(CONFIG) --name $(CONFIG) --logdir runs $(TRAIN_ARGS)
@@ -56,6 +58,11 @@ export: $(STAMP)
 
 sync-check: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash .ci/sync-check
+
+# The offline site: nbdev's processed notebooks (_proc/) to HTML, math by the MathJax copy in _site/mathjax/.
+# With Quarto installed, `$(BIN)/nbdev-docs` builds the full site into _docs/ instead.
+docs: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python tools/build_site.py
 
 docs-smoke: $(STAMP)
 	$(BIN)/nbdev-proc-nbs

@@ -10,7 +10,7 @@ __all__ = ['timestep_embedding', 'GroupNorm32', 'normalization', 'conv_nd', 'avg
            'BasicTransformerBlock', 'SpatialTransformer', 'TimestepEmbedSequential', 'UNetModel', 'IdentityWrapper',
            'OpenAIWrapper']
 
-# %% ../nbs/11_unet.ipynb #2dd4332e
+# %% ../nbs/11_unet.ipynb #ac64ec2f
 import math
 from abc import abstractmethod
 from typing import Dict, List, Optional, Sequence, Union
@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .utils import default, exists
 
-# %% ../nbs/11_unet.ipynb #04137882
+# %% ../nbs/11_unet.ipynb #6a6b1c38
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000, repeat_only: bool = False) -> torch.Tensor:
     "Sinusoidal embedding (B,) -> (B, dim): cosines, then sines, of t times frequencies from 1 to 1/max_period (sgm's)."
     if timesteps.ndim != 1: raise ValueError(f"timesteps must be 1-D (one per sample), got shape {tuple(timesteps.shape)}")
@@ -34,7 +34,7 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 
-# %% ../nbs/11_unet.ipynb #979b719b
+# %% ../nbs/11_unet.ipynb #71f3c6e9
 class GroupNorm32(nn.GroupNorm):
     "GroupNorm computed in (at least) float32 and cast back to the input's dtype (sgm's)."
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,7 +75,7 @@ class Timestep(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return timestep_embedding(t, self.dim)
 
-# %% ../nbs/11_unet.ipynb #cd548cfc
+# %% ../nbs/11_unet.ipynb #43087ef8
 class Downsample(nn.Module):
     "Halve the spatial resolution: strided 3x3 conv (`use_conv`) or 2x2 average pooling."
     def __init__(self, channels: int, use_conv: bool, dims: int = 2, out_channels: Optional[int] = None,
@@ -112,7 +112,7 @@ class Upsample(nn.Module):
             x = F.interpolate(x, scale_factor=self.scale_factor, mode="nearest")
         return self.conv(x) if self.use_conv else x
 
-# %% ../nbs/11_unet.ipynb #779cd828
+# %% ../nbs/11_unet.ipynb #663631eb
 class TimestepBlock(nn.Module):
     "A module whose forward takes the timestep embedding as its second argument."
     @abstractmethod
@@ -168,7 +168,7 @@ class ResBlock(TimestepBlock):
             h = self.out_layers(h + emb_out)
         return self.skip_connection(x) + h
 
-# %% ../nbs/11_unet.ipynb #02235103
+# %% ../nbs/11_unet.ipynb #2a2fa4e3
 class CrossAttention(nn.Module):
     "Multi-head attention of x (B, N, query_dim) over a context (B, M, context_dim), or over itself; via SDPA."
     def __init__(self, query_dim: int, context_dim: Optional[int] = None, heads: int = 8, dim_head: int = 64,
@@ -195,7 +195,7 @@ class CrossAttention(nn.Module):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.to_out(out.transpose(1, 2).flatten(2))
 
-# %% ../nbs/11_unet.ipynb #ecb9b28d
+# %% ../nbs/11_unet.ipynb #d269d8dd
 class GEGLU(nn.Module):
     "Gated GELU: one projection to 2*dim_out, split into value and gate, value * gelu(gate)."
     def __init__(self, dim_in: int, dim_out: int):
@@ -243,7 +243,7 @@ class BasicTransformerBlock(nn.Module):
         x = x + self.attn2(self.norm2(x), context=context)
         return x + self.ff(self.norm3(x))
 
-# %% ../nbs/11_unet.ipynb #18e4898d
+# %% ../nbs/11_unet.ipynb #2e96ae00
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
         else torch.contiguous_format
@@ -290,7 +290,7 @@ class SpatialTransformer(nn.Module):
         if not self.use_linear: x = self.proj_out(x)
         return x + x_in
 
-# %% ../nbs/11_unet.ipynb #cbd89778
+# %% ../nbs/11_unet.ipynb #b191a504
 class TimestepEmbedSequential(nn.Sequential, TimestepBlock):
     "nn.Sequential that hands `emb` to TimestepBlocks and `context` to SpatialTransformers."
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -300,7 +300,7 @@ class TimestepEmbedSequential(nn.Sequential, TimestepBlock):
             else: x = layer(x)
         return x
 
-# %% ../nbs/11_unet.ipynb #092c7846
+# %% ../nbs/11_unet.ipynb #9f787ec0
 class UNetModel(nn.Module):
     "sgm's openaimodel UNet: timestep/class embedding, encoder, middle block, decoder with skip connections, out."
     def __init__(self, in_channels: int, model_channels: int, out_channels: int, num_res_blocks: Union[int, List[int]],
@@ -427,7 +427,7 @@ class UNetModel(nn.Module):
             h = module(torch.cat([h, hs.pop()], dim=1), emb, context)
         return self.out(h.type(x.dtype))
 
-# %% ../nbs/11_unet.ipynb #03d7bbfe
+# %% ../nbs/11_unet.ipynb #c36b0091
 class IdentityWrapper(nn.Module):
     "Holds the network as `diffusion_model` (optionally compiled in place) and passes calls through."
     def __init__(self, diffusion_model: nn.Module, compile_model: bool = False):

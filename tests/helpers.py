@@ -17,3 +17,10 @@ def copy_tracked_tree(dest: Path) -> Path:
     git("init", "-q"); git("add", "-A")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "snapshot")
     return dest
+
+def one_line_error(r, command, *needles):
+    "Assert that a finished `sgm-nb <command>` failed with exactly one line on stderr containing every needle."
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"sgm-nb {command}: "), r.stderr
+    for n in needles: assert n in lines[0], lines[0]

@@ -1,4 +1,5 @@
 "`sgm-nb train` / `sgm-nb sample` end to end on a tiny config, and one-line errors for bad input."
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers import ROOT
+from helpers import ROOT, one_line_error
 from test_training import tiny_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -27,12 +28,6 @@ def cli_inproc(*args, cwd, capsys, monkeypatch):
     code = main([str(a) for a in args])
     out = capsys.readouterr()
     return _Result(code, out.out, out.err)
-
-def one_line_error(r, command, *needles):
-    assert r.returncode != 0
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"sgm-nb {command}: "), r.stderr
-    for n in needles: assert n in lines[0], lines[0]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -68,6 +63,23 @@ def test_sample_reads_an_sgm_lightning_checkpoint(trained):
     r = cli("sample", "--ckpt", sgm_ckpt, "--base", "tiny.yaml", "model.params.use_ema=false", "--n", 4, "--steps", 2,
             "--out", d / "g3.png", cwd=d)
     assert r.returncode == 0, r.stderr                                       # EMA read without an EMA in the config
+
+def test_evaluate_prints_a_table_and_writes_json(tmp_path, trained):
+    OmegaConf.save(tiny_config(2, every=2), tmp_path / "tiny.yaml")
+    r = cli("train", "--base", "tiny.yaml", "data.params.size=null", "--name", "t28", cwd=tmp_path)   # 28 px digits
+    assert r.returncode == 0, r.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    ck = run / "checkpoints" / "last.ckpt"
+    r = cli("evaluate", "--ckpt", ck, "--n", 12, "--steps", 2, "--batch-size", 5, "--json", tmp_path / "e.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "FLD (held-out digits)" in r.stdout and "class match" in r.stdout and "12 samples, EulerEDMSampler 2 steps" in r.stdout
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert res["n"] == 12 and res["steps"] == 2 and res["samples"]["fld"] > res["real_floor"]["fld"] > 0
+    one_line_error(cli("evaluate", "--ckpt", ck, "--n", 1, cwd=tmp_path), "evaluate", "--n must be")
+    one_line_error(cli("evaluate", "--ckpt", ck, "--json", tmp_path / "no" / "e.json", cwd=tmp_path), "evaluate", "does not exist")
+    d, run14 = trained                                                     # 14 px digits: the classifier reads 28 px
+    one_line_error(cli("evaluate", "--ckpt", run14 / "checkpoints" / "last.ckpt", "--n", 4, "--steps", 1, cwd=d),
+                   "evaluate", "samples 1x14x14")
 
 @pytest.mark.parametrize("args,needles", [
     (["--base", "nope.yaml"], ["'nope.yaml' does not exist"]),

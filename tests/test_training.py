@@ -132,6 +132,32 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert ck["global_step"] == 4
     assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
 
+def test_max_time_checkpoints_and_stops(tmp_path):
+    r = train(tiny_config(100_000, every=100_000, max_time={"seconds": 2}), run_dir=tmp_path / "run", progress=False,
+              verbose=False)
+    assert r.stopped_by == "max_time" and 1 <= r.step < 100_000
+    assert load_checkpoint(r.checkpoint)["global_step"] == r.step
+    m = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert m["step"][-1] == r.step and 2 <= m["elapsed_s"][-1] < 30
+
+class RecordingWriter:
+    "Stands in for TensorBoard's SummaryWriter (tensorboard is not a dependency): records what the loop logs."
+    calls = []
+    def __init__(self, log_dir): self.log_dir = log_dir
+    def add_scalar(self, tag, value, step): RecordingWriter.calls.append((tag, float(value), step))
+    def close(self): RecordingWriter.calls.append(("closed", 0.0, 0))
+
+def test_tensorboard_gets_every_metric_row_when_installed(tmp_path, monkeypatch):
+    import types
+    fake = types.ModuleType("torch.utils.tensorboard"); fake.SummaryWriter = RecordingWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    RecordingWriter.calls = []
+    train(tiny_config(3, every=3), run_dir=tmp_path / "run", progress=False, verbose=False)
+    losses = [(v, step) for tag, v, step in RecordingWriter.calls if tag == "train/loss"]
+    m = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert losses == list(zip(m["loss"].tolist(), m["step"].astype(int).tolist())) and len(losses) == 3
+    assert RecordingWriter.calls[-1][0] == "closed"
+
 DDP_RUN = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, sys.argv[2])
@@ -257,8 +283,8 @@ def test_sgm_yaml_loads_unmodified_through_the_alias_table(tmp_path):
     ours = build_engine(load_config([ROOT / "sgm_nb" / "configs" / "mnist_cond.yaml"]))
     assert [(k, v.shape) for k, v in e.state_dict().items()] == [(k, v.shape) for k, v in ours.state_dict().items()]
     (tmp_path / "vae.yaml").write_text(SGM_MNIST_COND.replace("sgm.models.autoencoder.IdentityFirstStage",
-                                                              "sgm.models.autoencoder.AutoencoderKL"))
-    with pytest.raises(ValueError, match="unsupported sgm target 'sgm.models.autoencoder.AutoencoderKL'"):
+                                                              "sgm.models.autoencoder.AutoencoderKLInferenceWrapper"))
+    with pytest.raises(ValueError, match="unsupported sgm target 'sgm.models.autoencoder.AutoencoderKLInferenceWrapper'"):
         build_engine(load_config([tmp_path / "vae.yaml"]))
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "sgm_nb" / "configs").glob("*.yaml")))
