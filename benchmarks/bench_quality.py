@@ -66,14 +66,12 @@ def main():
           f"median {np.nanmedian(m['images_per_s']):.0f} images/s")
     head = f"{'':>14s} {'FLD':>8s} {'floor':>7s} {'KID':>8s} {'p>=0.9':>9s} {'classes':>8s} {'match':>7s} {'sample s':>8s}"
     lines = ["quality per compute (Heun 18 steps, CFG 3, n = %d)" % args.n, head]
-    last = None
     for mins in args.minutes:
         ck = checkpoint_at(run, mins)
         if ck is None: lines.append(f"{mins:>10g} min   (no kept checkpoint that early)"); continue
         step, el, path = ck
         r = evaluate(path, n=args.n)
         lines.append(row(f"{mins:g} min/{step}", r) + f"   (step {step} at {el:.0f} s)")
-        last = path
     final = run / "checkpoints" / "last.ckpt"
     lines += ["", f"FLD against sampler evaluations, final checkpoint, Heun, CFG 3, n = {args.n}",
               head.replace(" " * 14, f"{'steps (NFE)':>14s}", 1)]

@@ -9,7 +9,7 @@ __all__ = ['SAMPLERS', 'EVAL_ROWS', 'split_overrides', 'build_parser', 'packaged
            'class_embedder', 'parse_classes', 'configure_sampler', 'sample_shape', 'sample_batches', 'sample_grid',
            'evaluate', 'format_evaluation', 'main']
 
-# %% ../nbs/17_cli.ipynb #f546a5f5
+# %% ../nbs/17_cli.ipynb #0215283c
 import argparse
 import json
 import os
@@ -23,11 +23,11 @@ from omegaconf import OmegaConf
 
 from .data import mnist5k_split, save_png
 from .engine import LitEma
-from .metrics import image_metrics, lenet_outputs, real_floor
+from .metrics import image_metrics, real_floor
 from .training import atomic_save_text, build_engine, load_config, resolve_target, resolve_targets, to_container, train
 from .utils import default_device, image_grid, instantiate_from_config, to_uint8
 
-# %% ../nbs/17_cli.ipynb #309350b4
+# %% ../nbs/17_cli.ipynb #f16e1bb8
 # --sampler names and their sgm_nb.sampling classes
 SAMPLERS = {"euler": "EulerEDMSampler", "heun": "HeunEDMSampler", "dpm2": "DPM2Sampler",
             "euler_ancestral": "EulerAncestralSampler", "dpmpp_2s_ancestral": "DPMPP2SAncestralSampler",
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, help="also write the results to this .json file")
     return p
 
-# %% ../nbs/17_cli.ipynb #57cbe960
+# %% ../nbs/17_cli.ipynb #b28477ce
 def packaged_configs() -> List[str]:
     "Names of the configs in sgm_nb/configs."
     from importlib.resources import files
@@ -93,7 +93,7 @@ def find_config(name: str) -> str:
         if p.is_file(): return str(p)
     raise FileNotFoundError(f"config {name!r} does not exist (packaged configs: {', '.join(packaged_configs())})")
 
-# %% ../nbs/17_cli.ipynb #ea53684d
+# %% ../nbs/17_cli.ipynb #1fbd2ed8
 def _read_state(path: Path) -> Tuple[dict, dict]:
     "(state_dict, the whole checkpoint) from a .ckpt/.pt or .safetensors file."
     if not path.is_file(): raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
@@ -139,7 +139,7 @@ def load_engine(ckpt_path, bases: Sequence[str] = (), overrides: Sequence[str] =
         ema.copy_to(engine.model)
     return engine.eval(), ckpt, config
 
-# %% ../nbs/17_cli.ipynb #f7ec98fb
+# %% ../nbs/17_cli.ipynb #0980ab34
 def class_embedder(engine):
     "The conditioner's class embedder (an embedder with `n_classes`), or None for an unconditional model."
     for e in getattr(engine.conditioner, "embedders", []):
@@ -179,7 +179,7 @@ def configure_sampler(engine, config, sampler: Optional[str] = None, steps: Opti
     engine.sampler = instantiate_from_config(resolve_targets({"target": target, "params": params}))
     return engine.sampler
 
-# %% ../nbs/17_cli.ipynb #4dfb2011
+# %% ../nbs/17_cli.ipynb #f0ec787c
 _DATA_SIZES = {"sgm_nb.training.MNISTLoader": 28, "sgm_nb.training.CIFAR10Loader": 32, "sgm_nb.training.MNIST5kLoader": 28}
 
 def sample_shape(config, ckpt: dict, spec: Optional[str] = None) -> Tuple[int, ...]:
@@ -198,7 +198,7 @@ def sample_shape(config, ckpt: dict, spec: Optional[str] = None) -> Tuple[int, .
         return (c, size, size)
     raise ValueError("cannot tell the sample shape from the checkpoint or its data config; give --shape C,H,W")
 
-# %% ../nbs/17_cli.ipynb #b765029a
+# %% ../nbs/17_cli.ipynb #cae219e3
 def _check_out(out: str) -> Path:
     p = Path(out)
     if p.suffix.lower() != ".png": raise ValueError(f"--out must name a .png file, got {out!r}")
@@ -243,7 +243,7 @@ def sample_grid(ckpt, out, n: int = 64, sampler: Optional[str] = None, steps: Op
     grid = to_uint8(image_grid(x, nrow=nrow))
     return save_png(grid[0] if grid.shape[0] == 1 else grid.transpose(1, 2, 0), out)
 
-# %% ../nbs/17_cli.ipynb #7cd0b85c
+# %% ../nbs/17_cli.ipynb #4d21729f
 EVAL_ROWS = {"fld": "FLD (held-out digits)", "kid": "KID", "score": "classifier score", "coverage": "classes > 2 %",
              "label_kl": "label KL", "confidence": "mean confidence", "confident": "confident (p >= 0.9)",
              "class_match": "class match", "memorised": "memorised"}
@@ -270,8 +270,7 @@ def evaluate(ckpt, n: int = 2000, sampler: Optional[str] = None, steps: Optional
         chunks.append(x)
     seconds = time.perf_counter() - t0
     x = torch.cat(chunks)
-    res = image_metrics(x, train=mnist5k_split("train")[0])
-    if cls is not None: res["class_match"] = (lenet_outputs(x)[1].argmax(1) == cls).double().mean().item()
+    res = image_metrics(x, train=mnist5k_split("train")[0], labels=cls)
     guider = getattr(engine.sampler, "guider", None)
     out = {"ckpt": str(ckpt), "n": n, "sampler": type(engine.sampler).__name__, "steps": engine.sampler.num_steps,
            "cfg_scale": getattr(guider, "scale", None), "seed": seed, "sampling_s": seconds, "samples": res,
@@ -290,7 +289,7 @@ def format_evaluation(r: dict) -> str:
         lines.append(f"{label:24s}{fmt(r['samples'][k]):>10s}{fmt(fl) if fl is not None else '-':>12s}")
     return "\n".join(lines)
 
-# %% ../nbs/17_cli.ipynb #817290f9
+# %% ../nbs/17_cli.ipynb #baa7d823
 def _one_line(e: BaseException) -> str:
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     return (str(msg).strip().splitlines() or [type(e).__name__])[0]
@@ -335,5 +334,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if os.environ.get("SGM_NB_DEBUG"): raise
         print(f"sgm-nb {args.command}: {_one_line(e)}", file=sys.stderr); return 1
 
-# %% ../nbs/17_cli.ipynb #ecfcaceb
+# %% ../nbs/17_cli.ipynb #41448d5f
 if __name__ == "__main__" and not hasattr(sys, "ps1") and "ipykernel" not in sys.modules: sys.exit(main())

@@ -13,7 +13,7 @@ __all__ = ['LENET_FILE', 'LeNet', 'deterministic_cpu', 'random_shift', 'train_le
            'sliced_wasserstein', 'mmd2_gaussian', 'mode_coverage', 'near_mode_fraction', 'mean_log_prob',
            'excess_denoising_error', 'divergence_exact', 'divergence_hutchinson', 'ode_log_likelihood']
 
-# %% ../nbs/16_metrics.ipynb #643eaeef
+# %% ../nbs/16_metrics.ipynb #0f38fad0
 import math
 import os
 from contextlib import contextmanager
@@ -31,7 +31,7 @@ from .data import mnist5k_split, uint8_to_float
 from .noising import check_sigma
 from .sigma_sampling import EDMDiscretization
 
-# %% ../nbs/16_metrics.ipynb #590ca498
+# %% ../nbs/16_metrics.ipynb #76803e98
 class LeNet(nn.Module):
     "LeNet-5 with ReLU and max-pooling for (N, 1, 28, 28) digits in [-1, 1]; `features` are the 84 penultimate activations."
     def __init__(self, n_classes: int = 10):
@@ -47,7 +47,7 @@ class LeNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.fc3(self.features(x))
 
-# %% ../nbs/16_metrics.ipynb #30a011ad
+# %% ../nbs/16_metrics.ipynb #03ab5685
 @contextmanager
 def deterministic_cpu(threads: int = 1):
     "Run the block with `threads` intra-op threads and deterministic algorithms, restoring the previous settings after."
@@ -68,7 +68,7 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
     padded = F.pad(x, (max_shift,) * 4, value=fill)
     return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
 
-# %% ../nbs/16_metrics.ipynb #0c4d32f0
+# %% ../nbs/16_metrics.ipynb #f62ce660
 def _cosine_lr(opt, lr: float, step: int, total: int):
     for group in opt.param_groups: group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
 
@@ -93,7 +93,7 @@ def train_lenet(images: np.ndarray, labels: np.ndarray, epochs: int = 8, batch_s
             opt.step()
     return model.eval()
 
-# %% ../nbs/16_metrics.ipynb #30d10641
+# %% ../nbs/16_metrics.ipynb #a154743b
 LENET_FILE = "lenet_mnist5k.pt"
 
 def save_lenet(model: nn.Module, dest: str | Path) -> Path:
@@ -122,7 +122,7 @@ def load_lenet() -> LeNet:
     model.load_state_dict(_lenet_state())
     return model.eval()
 
-# %% ../nbs/16_metrics.ipynb #1a9c38e0
+# %% ../nbs/16_metrics.ipynb #17427569
 def _as_digits(images) -> torch.Tensor:
     "uint8 (numpy or torch) or float digits as a float32 tensor (N, 1, 28, 28) in [-1, 1]."
     x = torch.as_tensor(images) if isinstance(images, np.ndarray) else images
@@ -142,7 +142,7 @@ def lenet_outputs(images, model: nn.Module | None = None, batch_size: int = 1000
         feats.append(h.double()); probs.append(model.fc3(h).double().softmax(-1))
     return torch.cat(feats), torch.cat(probs)
 
-# %% ../nbs/16_metrics.ipynb #f47c751c
+# %% ../nbs/16_metrics.ipynb #15ca4b68
 def _f64(t) -> torch.Tensor:
     "A tensor, array or nested list as float64 (lists straight to float64, not through float32)."
     return t.double() if isinstance(t, torch.Tensor) else torch.as_tensor(np.asarray(t, dtype=np.float64))
@@ -174,7 +174,7 @@ def fld(feats1: torch.Tensor, feats2: torch.Tensor) -> float:
     "Fréchet LeNet Distance: `frechet_distance` between Gaussians fitted to two sets of features (N, d) and (M, d)."
     return frechet_distance(*gaussian_stats(feats1), *gaussian_stats(feats2))
 
-# %% ../nbs/16_metrics.ipynb #322ce777
+# %% ../nbs/16_metrics.ipynb #4b958324
 def polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     "KID's cubic kernel $k(x, y) = (x^\\top y/d + 1)^3$ between rows of x (M, d) and y (N, d), shape (M, N)."
     return (x @ y.T / x.shape[1] + 1) ** 3
@@ -197,7 +197,7 @@ def kid(feats1: torch.Tensor, feats2: torch.Tensor) -> float:
     "Kernel Inception(-style) Distance: unbiased MMD² with the cubic polynomial kernel between two sets of features."
     return mmd2_unbiased(feats1, feats2, polynomial_kernel)
 
-# %% ../nbs/16_metrics.ipynb #14b57e5b
+# %% ../nbs/16_metrics.ipynb #5bdf84f2
 def _check_probs(probs) -> torch.Tensor:
     p = _f64(probs)
     if p.ndim != 2 or len(p) == 0: raise ValueError(f"probs must be (N, K) class probabilities, got shape {tuple(p.shape)}")
@@ -232,7 +232,7 @@ def confident_fraction(probs: torch.Tensor, threshold: float = 0.9) -> float:
     if not 0 < threshold <= 1: raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
     return (_check_probs(probs).amax(1) >= threshold).double().mean().item()
 
-# %% ../nbs/16_metrics.ipynb #af185c69
+# %% ../nbs/16_metrics.ipynb #ee3eb86c
 def nearest_neighbours(x: torch.Tensor, train: torch.Tensor, k: int = 2, chunk_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     "Euclidean distances (N, k) to, and indices (N, k) of, the k nearest rows of `train` (M, ...) for each row of `x` (N, ...), float64."
     x, train = _f64(x).flatten(1), _f64(train).flatten(1).to(x.device)
@@ -253,7 +253,7 @@ def memorisation(samples, train, threshold: float = 1 / 3) -> dict:
     ratio = dist[:, 0] / dist[:, 1].clamp_min(1e-12)
     return {"nearest": idx[:, 0], "d1": dist[:, 0], "ratio": ratio, "memorised": (ratio < threshold).double().mean().item()}
 
-# %% ../nbs/16_metrics.ipynb #38f4f807
+# %% ../nbs/16_metrics.ipynb #65bf73a1
 def reference_digits() -> np.ndarray:
     "The default reference set: the 1,000 held-out embedded digits (uint8), never seen by the shipped LeNet."
     return mnist5k_split("test")[0]
@@ -264,13 +264,17 @@ def feature_metrics(feats: torch.Tensor, probs: torch.Tensor, ref_feats: torch.T
             "coverage": class_coverage(probs), "label_kl": label_kl(probs), "confidence": mean_confidence(probs),
             "confident": confident_fraction(probs)}
 
-def image_metrics(samples, reference=None, train=None, model: nn.Module | None = None) -> dict:
-    "All image metrics of digits `samples` against `reference` (default: held-out digits); memorised fraction if `train` is given."
+def image_metrics(samples, reference=None, train=None, model: nn.Module | None = None, labels=None) -> dict:
+    "All image metrics of digits `samples` against `reference` (default: held-out digits); memorised fraction if `train` is given, class match if `labels` are."
     model = model if model is not None else load_lenet()
     feats, probs = lenet_outputs(samples, model)
     ref_feats, _ = lenet_outputs(reference_digits() if reference is None else reference, model)
     out = feature_metrics(feats, probs, ref_feats)
     if train is not None: out["memorised"] = memorisation(_as_digits(samples), _as_digits(train))["memorised"]
+    if labels is not None:
+        labels = torch.as_tensor(labels).cpu()
+        if len(labels) != len(probs): raise ValueError(f"{len(labels)} labels for {len(probs)} samples")
+        out["class_match"] = (probs.argmax(1).cpu() == labels).double().mean().item()
     return out
 
 def real_floor(n: int, seed: int = 0, pool=None, reference=None, model: nn.Module | None = None) -> dict:
@@ -280,7 +284,7 @@ def real_floor(n: int, seed: int = 0, pool=None, reference=None, model: nn.Modul
     pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:n].numpy()
     return image_metrics(pool[np.sort(pick)], reference, model=model)
 
-# %% ../nbs/16_metrics.ipynb #9789661c
+# %% ../nbs/16_metrics.ipynb #99f9026e
 def random_directions(n_projections: int, dim: int, seed: int = 0) -> torch.Tensor:
     "`n_projections` unit vectors (P, dim) uniform on the sphere, from a generator seeded with `seed`, float64."
     v = torch.randn(n_projections, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
@@ -304,13 +308,13 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 12
     theta = random_directions(n_projections, x.shape[1], seed).to(x.device)
     return wasserstein2_1d(theta @ x.T, theta @ y.T).mean().sqrt().item()
 
-# %% ../nbs/16_metrics.ipynb #5a3117ba
+# %% ../nbs/16_metrics.ipynb #ff20f231
 def mmd2_gaussian(x: torch.Tensor, y: torch.Tensor, bandwidth: float = 1.0) -> float:
     "Unbiased MMD² between samples x (M, d) and y (N, d) with the Gaussian kernel of bandwidth h, float64."
     if not bandwidth > 0: raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
     return mmd2_unbiased(x, y, partial(gaussian_kernel, bandwidth=bandwidth))
 
-# %% ../nbs/16_metrics.ipynb #2f531371
+# %% ../nbs/16_metrics.ipynb #de7e1ed2
 def mode_coverage(x: torch.Tensor, means: torch.Tensor, radius: float, min_count: int = 1) -> float:
     "Fraction of the modes `means` (K, d) with at least `min_count` samples of x (N, d) within `radius`."
     x = _f64(x).flatten(1)
@@ -329,7 +333,7 @@ def mean_log_prob(x: torch.Tensor, density) -> float:
     if not callable(log_prob): raise TypeError(f"density must have a log_prob method or be callable, got {type(density).__name__}")
     return log_prob(x).double().mean().item()
 
-# %% ../nbs/16_metrics.ipynb #6415ea92
+# %% ../nbs/16_metrics.ipynb #1fa4f513
 @torch.no_grad()
 def excess_denoising_error(denoiser, ideal, x0: torch.Tensor, sigmas, generator: torch.Generator | None = None) -> torch.Tensor:
     "Per noise level, E||D(x0 + σn; σ) - D*(x0 + σn; σ)||² over the clean samples x0 (N, ...), shape (len(sigmas),), float64."
@@ -341,7 +345,7 @@ def excess_denoising_error(denoiser, ideal, x0: torch.Tensor, sigmas, generator:
         out.append((denoiser(x, s_vec).double() - ideal(x, s_vec).double()).flatten(1).square().sum(1).mean())
     return torch.stack(out)
 
-# %% ../nbs/16_metrics.ipynb #c5ef6148
+# %% ../nbs/16_metrics.ipynb #f2b8652e
 def divergence_exact(fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "fn(x) and its divergence $\\operatorname{tr}\\,\\partial fn/\\partial x$ per sample (N,), one backward pass per dimension."
     with torch.enable_grad():
@@ -359,7 +363,7 @@ def divergence_hutchinson(fn, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch
         (vjp,) = torch.autograd.grad(y, x, eps)
     return y.detach(), (vjp * eps).flatten(1).sum(1)
 
-# %% ../nbs/16_metrics.ipynb #a0efb923
+# %% ../nbs/16_metrics.ipynb #b665ebfe
 def ode_log_likelihood(denoiser, x: torch.Tensor, sigma_min: float = 0.002, sigma_max: float = 80.0, num_steps: int = 64,
                        rho: float = 7.0, prior=None, divergence: str = "exact", n_probes: int = 1,
                        generator: torch.Generator | None = None) -> torch.Tensor:

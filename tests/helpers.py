@@ -1,9 +1,18 @@
 "Shared test helpers: the repository root and a copy of the tracked tree for tests that modify files."
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# one thread (small tensors on a shared 2-core machine), this checkout's sgm_nb, no display
+CLI_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+
+def cli(*args, cwd, timeout: int = 600) -> subprocess.CompletedProcess:
+    "Run `sgm-nb ARGS` (as `python -m sgm_nb.cli`) in `cwd`, capturing its output."
+    return subprocess.run([sys.executable, "-m", "sgm_nb.cli", *map(str, args)], cwd=cwd, env=CLI_ENV,
+                          capture_output=True, text=True, timeout=timeout)
 
 def copy_tracked_tree(dest: Path) -> Path:
     "Copy the files git tracks or would track (not ignored) into `dest`, as a fresh git repo with one commit."

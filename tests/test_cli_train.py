@@ -1,22 +1,13 @@
 "`sgm-nb train` / `sgm-nb sample` end to end on a tiny config, and one-line errors for bad input."
 import json
-import os
-import subprocess
-import sys
 
 import matplotlib.pyplot as plt
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers import ROOT, one_line_error
+from helpers import cli, one_line_error
 from test_training import tiny_config
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-
-def cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "sgm_nb.cli", *map(str, args)], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=300)
 
 class _Result:
     def __init__(self, returncode, stdout, stderr): self.returncode, self.stdout, self.stderr = returncode, stdout, stderr

@@ -1,23 +1,15 @@
 "Latent diffusion from the command line: `sgm-nb train --base mnist_latent` and `sgm-nb sample` with the shipped first stage."
-import os
-import subprocess
-import sys
 
 import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from helpers import ROOT, one_line_error
+from helpers import cli, one_line_error
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
 SHORT = ["lightning.trainer.max_steps=4", "lightning.modelcheckpoint.params.every_n_train_steps=2",
          "lightning.callbacks.image_logger.params.batch_frequency=4",
          "lightning.callbacks.image_logger.params.log_images_kwargs.N=8", "lightning.trainer.log_every_n_steps=1"]
 FS_CKPT = "model.params.first_stage_config.params.ckpt_path"
-
-def cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "sgm_nb.cli", *map(str, args)], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=600)
 
 @pytest.fixture(scope="module")
 def latent_run(tmp_path_factory):
