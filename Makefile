@@ -11,13 +11,15 @@ TORCH_PIP_ARGS ?=
 NB_FLAGS ?= slow
 STAMP := $(VENV)/.sgm_nb-installed
 
-.PHONY: help venv install train demo test test-fast export clean-nbs sync-check docs docs-smoke lab clean
+.PHONY: help venv install train demo test test-fast lint format export clean-nbs sync-check docs docs-smoke lab clean
 
 help:
 	@echo "make train      train the main job and sample from it (CONFIG=mnist_cpu, or mnist_cond with a GPU; creates .venv)"
 	@echo "make demo       the data demo: a grid of the embedded digits"
 	@echo "make test       run the whole test suite: every notebook (slow cells included) and tests/"
-	@echo "make test-fast  as test, but skipping cells flagged #| slow"
+	@echo "make test-fast  the quick tier (about a minute): tests/ not marked slow, subprocess or browser, and ruff"
+	@echo "make lint       ruff check and ruff format --check (library, notebooks, tests, benchmarks, tools); no function over 60 lines"
+	@echo "make format     ruff format the notebooks, tests, benchmarks and tools, then export the library"
 	@echo "make export     nbdev-clean + nbdev-export after editing notebooks"
 	@echo "make sync-check fail if notebooks are not clean or the library is out of sync"
 	@echo "make docs       build the offline docs site into _site/ (no Quarto, no network); open _site/index.html"
@@ -29,7 +31,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --disable-pip-version-check -q $(TORCH_PIP_ARGS) "$(TORCH)"
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[dev]"
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[dev,notebooks]"
 	@touch $@
 
 # The CPU default: trains a small class-conditional UNet on the embedded digits, writes sample grids as it goes
@@ -49,8 +51,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest --nb-flags="$(NB_FLAGS)"
 
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest --nb-flags=""
+# the quick tier: no notebook runs, no subprocesses, no browser; the notebooks themselves run in `make test`
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow and not subprocess and not browser"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python tools/function_lengths.py --max 60
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/nbdev-export
 
 export: $(STAMP)
 	$(BIN)/nbdev-clean

@@ -1,6 +1,8 @@
-"""Parameterizations head to head on the 2-D oracle: same network, data, σ distribution and budget; only the scaling and its weighting differ.
+"""Parameterizations head to head on the 2-D oracle: same network, data, σ distribution and budget; only the scaling
+and its weighting differ.
 
-    .venv/bin/python benchmarks/bench_parameterizations.py [--steps 4000] [--seeds 3] [--batch 256] [--samples 3000] [--quick]
+    .venv/bin/python benchmarks/bench_parameterizations.py [--steps 4000] [--seeds 3] [--batch 256] \
+        [--samples 3000] [--quick]
 
 Five runs per seed (and one supplementary, below), each `sgm_nb.scalings` scaling with its matching `sgm_nb.weightings`
 weighting:
@@ -29,7 +31,8 @@ Measured per trained model, against the exact mixture oracle `GaussianMixture.fr
   * excess denoising error E||D_θ(x;σ) − D*(x;σ)||² (`sgm_nb.metrics.excess_denoising_error`) at 32 log-spaced σ in
     [0.002, 80] on 4,000 exact clean points (same points and noise for all models), averaged over the grid points in
     each σ band, i.e. uniformly in log σ. Yardsticks: "D = x" (the trivial denoiser, c_skip·x of Eps and Score) and
-    "Wiener" (D = σd²/(σ²+σd²)·x, the best linear denoiser of this zero-mean isotropic data, and EDM's c_skip·x, i.e. F = 0).
+    "Wiener" (D = σd²/(σ²+σd²)·x, the best linear denoiser of this zero-mean isotropic data, and EDM's c_skip·x:
+    F = 0).
   * `--samples` samples from `HeunEDMSampler` on `EDMDiscretization()` with 18 steps (35 NFE; sgm's start
     x·sqrt(1 + σ_max²)), from the same starting noise for all models, compared with as many exact samples: sliced W2
     (`sliced_wasserstein`, 128 directions), MMD² with a Gaussian kernel of bandwidth 0.5 (`mmd2_gaussian`; between the
@@ -43,6 +46,7 @@ Measured per trained model, against the exact mixture oracle `GaussianMixture.fr
 Values are mean ± sample standard deviation over seeds. One thread (torch.set_num_threads(1)): the tensors are tiny and
 the machine is a shared 2-core one, where intra-op threads only add contention.
 """
+
 import argparse
 import datetime
 import math
@@ -54,8 +58,14 @@ import torch
 
 from sgm_nb.denoiser import Denoiser
 from sgm_nb.loss import StandardDiffusionLoss
-from sgm_nb.metrics import (excess_denoising_error, mean_log_prob, mmd2_gaussian, mode_coverage, near_mode_fraction,
-                            sliced_wasserstein)
+from sgm_nb.metrics import (
+    excess_denoising_error,
+    mean_log_prob,
+    mmd2_gaussian,
+    mode_coverage,
+    near_mode_fraction,
+    sliced_wasserstein,
+)
 from sgm_nb.oracle import GaussianMixture
 from sgm_nb.sampling import HeunEDMSampler
 from sgm_nb.scalings import EDMScaling, EpsScaling, ScoreScaling, VScaling, VScalingWithEDMcNoise
@@ -66,10 +76,13 @@ from sgm_nb.weightings import EDMWeighting, EpsWeighting, VWeighting, effective_
 
 RING = GaussianMixture.from_toy("ring8")
 SIGMA_DATA = RING.covariance().diagonal().mean().sqrt().item()  # per-coordinate data std, sqrt(2.02)
-COMP_STD = RING.covs[0, 0, 0].sqrt().item()                      # 0.141
+COMP_STD = RING.covs[0, 0, 0].sqrt().item()  # 0.141
 BANDS = [(0.002, 0.05), (0.05, 0.5), (0.5, 5.0), (5.0, 80.0)]
 
-def _cfg(cls, **params): return {"target": f"{cls.__module__}.{cls.__name__}", "params": params}
+
+def _cfg(cls, **params):
+    return {"target": f"{cls.__module__}.{cls.__name__}", "params": params}
+
 
 PARAMS = {  # name: (scaling config, weighting config)
     "EDM": (_cfg(EDMScaling, sigma_data=SIGMA_DATA), _cfg(EDMWeighting, sigma_data=SIGMA_DATA)),
@@ -79,6 +92,7 @@ PARAMS = {  # name: (scaling config, weighting config)
     "Score": (_cfg(ScoreScaling), _cfg(EpsWeighting)),
     "EDM, σd=0.5": (_cfg(EDMScaling), _cfg(EDMWeighting)),  # supplementary: sgm's default sigma_data, not the data std
 }
+
 
 def train(scaling_cfg, weighting_cfg, steps, batch, seed, lr=3e-3):
     "Train one ToyMLP on fresh ring8 samples; returns (D(x, sigma) in float64, seconds)."
@@ -91,10 +105,14 @@ def train(scaling_cfg, weighting_cfg, steps, batch, seed, lr=3e-3):
     t0 = time.perf_counter()
     for _ in range(steps):
         loss = loss_fn._forward(net, den, None, RING.sample(batch, generator=data).float(), {}).mean()
-        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
     secs = time.perf_counter() - t0
     net.eval()
     return torch.no_grad()(lambda x, s: den(net, x.float(), s.float(), None).double()), secs
+
 
 def band_means(errs, sigmas):
     "Mean of the per-σ errors over the grid points of each band (the last band includes its upper end)."
@@ -104,28 +122,37 @@ def band_means(errs, sigmas):
         out.append(errs[m].mean().item())
     return out
 
+
 def sample_metrics(x, ref):
     radius = 3 * COMP_STD
-    return {"SW2": sliced_wasserstein(x, ref), "MMD2": mmd2_gaussian(x, ref, bandwidth=0.5),
-            "modes": mode_coverage(x, RING.means, radius, min_count=max(1, len(x) // (8 * 10))),
-            "near": near_mode_fraction(x, RING.means, radius),
-            "logp": mean_log_prob(x, lambda x: RING.log_prob(x).clamp_min(-50.0)),  # one far-off sample can't dominate
-            "tv": mode_weight_tv(x)}
+    return {
+        "SW2": sliced_wasserstein(x, ref),
+        "MMD2": mmd2_gaussian(x, ref, bandwidth=0.5),
+        "modes": mode_coverage(x, RING.means, radius, min_count=max(1, len(x) // (8 * 10))),
+        "near": near_mode_fraction(x, RING.means, radius),
+        "logp": mean_log_prob(x, lambda x: RING.log_prob(x).clamp_min(-50.0)),  # one far-off sample can't dominate
+        "tv": mode_weight_tv(x),
+    }
+
 
 def mode_weight_tv(x):
     "Total variation between the nearest-mode histogram of the samples and the ring's equal weights 1/8."
     counts = torch.bincount(torch.cdist(x.double(), RING.means).argmin(1), minlength=len(RING.means)).double()
     return 0.5 * (counts / len(x) - RING.weights).abs().sum().item()
 
+
 def evaluate(D, x0_eval, sig_eval, x_T, ref, sampler):
     errs = excess_denoising_error(D, RING.denoiser, x0_eval, sig_eval, generator=torch.Generator().manual_seed(2))
     samples = sampler(lambda x, s, c: D(x, s), x_T, {})
     return errs, sample_metrics(samples, ref)
 
+
 def ms(vals, fmt):
     "mean ± sd (sd omitted for one value)."
-    if len(vals) == 1: return format(vals[0], fmt)
+    if len(vals) == 1:
+        return format(vals[0], fmt)
     return f"{format(statistics.mean(vals), fmt)} ± {format(statistics.stdev(vals), fmt)}"
+
 
 def run(steps, n_seeds, batch, n_samples, n_eval, n_sig):
     t_start = time.perf_counter()
@@ -134,10 +161,17 @@ def run(steps, n_seeds, batch, n_samples, n_eval, n_sig):
     x_T = torch.randn(n_samples, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     ref = RING.sample(n_samples, generator=torch.Generator().manual_seed(4))
     sampler = HeunEDMSampler(_cfg(EDMDiscretization), num_steps=18)
-    print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s)")
-    print(f"ring8, sigma_data (EDM) = {SIGMA_DATA:.4f}; ToyMLP(hidden=64), Adam 3e-3 cosine, {steps} steps x batch {batch}, "
-          f"seeds {list(range(n_seeds))}; eval {n_eval} points x {n_sig} sigmas; {n_samples} Heun samples, 18 steps (35 NFE)")
+    print(
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, torch "
+        f"{torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s)"
+    )
+    print(
+        f"ring8, sigma_data (EDM) = {SIGMA_DATA:.4f}; ToyMLP(hidden=64), Adam 3e-3 cosine, {steps} steps x batch "
+        f"{batch}, "
+        f"seeds {list(range(n_seeds))}; eval {n_eval} points x {n_sig} sigmas; {n_samples} Heun samples, 18 steps (35 "
+        "NFE)"
+    )
     s_chk = torch.logspace(-3, 2, 11, dtype=torch.float64)
     for name, (sc, wt) in PARAMS.items():  # the effective weight each pair puts on its own target, stated and checked
         lam = effective_weight(instantiate_from_config(wt), instantiate_from_config(sc), s_chk)
@@ -150,18 +184,36 @@ def run(steps, n_seeds, batch, n_samples, n_eval, n_sig):
             D, secs = train(sc, wt, steps, batch, seed)
             errs, sm = evaluate(D, x0_eval, sig_eval, x_T, ref, sampler)
             r = results[name]
-            r["errs"].append(errs); r["bands"].append(band_means(errs, sig_eval)); r["secs"].append(secs); r["samples"].append(sm)
-            print(f"  seed {seed} {name:15s} train {secs:5.1f}s  bands " + " ".join(f"{v:.2e}" for v in r["bands"][-1])
-                  + f"  SW2 {sm['SW2']:.4f}", flush=True)
+            r["errs"].append(errs)
+            r["bands"].append(band_means(errs, sig_eval))
+            r["secs"].append(secs)
+            r["samples"].append(sm)
+            print(
+                f"  seed {seed} {name:15s} train {secs:5.1f}s  bands "
+                + " ".join(f"{v:.2e}" for v in r["bands"][-1])
+                + f"  SW2 {sm['SW2']:.4f}",
+                flush=True,
+            )
 
-    trivial = excess_denoising_error(lambda x, s: x, RING.denoiser, x0_eval, sig_eval, generator=torch.Generator().manual_seed(2))
-    wiener = excess_denoising_error(lambda x, s: SIGMA_DATA**2 / (s[:, None]**2 + SIGMA_DATA**2) * x, RING.denoiser, x0_eval,
-                                    sig_eval, generator=torch.Generator().manual_seed(2))
+    trivial = excess_denoising_error(
+        lambda x, s: x, RING.denoiser, x0_eval, sig_eval, generator=torch.Generator().manual_seed(2)
+    )
+    wiener = excess_denoising_error(
+        lambda x, s: SIGMA_DATA**2 / (s[:, None] ** 2 + SIGMA_DATA**2) * x,
+        RING.denoiser,
+        x0_eval,
+        sig_eval,
+        generator=torch.Generator().manual_seed(2),
+    )
     exact2 = RING.sample(n_samples, generator=torch.Generator().manual_seed(5))
-    floors = {"exact vs exact": sample_metrics(exact2, ref),
-              "D* + Heun 35 NFE": sample_metrics(sampler(lambda x, s, c: RING.denoiser(x, s), x_T, {}), ref)}
+    floors = {
+        "exact vs exact": sample_metrics(exact2, ref),
+        "D* + Heun 35 NFE": sample_metrics(sampler(lambda x, s, c: RING.denoiser(x, s), x_T, {}), ref),
+    }
 
-    band_hdr = " ".join(f"{f'[{lo:g}, {hi:g}' + (']' if i == len(BANDS) - 1 else ')'):>21s}" for i, (lo, hi) in enumerate(BANDS))
+    band_hdr = " ".join(
+        f"{f'[{lo:g}, {hi:g}' + (']' if i == len(BANDS) - 1 else ')'):>21s}" for i, (lo, hi) in enumerate(BANDS)
+    )
     print(f"\nExcess denoising error E||D - D*||^2, band means (mean ± sd over {n_seeds} seeds)")
     print(f"{'parameterization':16s} {band_hdr}")
     for name, r in results.items():
@@ -170,23 +222,38 @@ def run(steps, n_seeds, batch, n_samples, n_eval, n_sig):
     print(f"{'D = x (trivial)':16s} " + " ".join(f"{v:>21.2e}" for v in band_means(trivial, sig_eval)))
     print(f"{'Wiener c_skip·x':16s} " + " ".join(f"{v:>21.2e}" for v in band_means(wiener, sig_eval)))
 
-    print(f"\nSamples: HeunEDMSampler, 18 steps (35 NFE), {n_samples} samples vs {n_samples} exact (mean ± sd over {n_seeds} seeds)")
-    print(f"{'parameterization':16s} {'sliced W2':>17s} {'MMD² (h=0.5)':>21s} {'modes':>11s} {'near mode':>15s} "
-          f"{'log p (≥-50)':>15s} {'mode TV':>15s} {'train s':>11s}")
+    print(
+        f"\nSamples: HeunEDMSampler, 18 steps (35 NFE), {n_samples} samples vs {n_samples} exact (mean ± sd over "
+        f"{n_seeds} seeds)"
+    )
+    print(
+        f"{'parameterization':16s} {'sliced W2':>17s} {'MMD² (h=0.5)':>21s} {'modes':>11s} {'near mode':>15s} "
+        f"{'log p (≥-50)':>15s} {'mode TV':>15s} {'train s':>11s}"
+    )
     for name, r in results.items():
-        get = lambda k: [s[k] for s in r["samples"]]
-        print(f"{name:16s} {ms(get('SW2'), '.3g'):>17s} {ms(get('MMD2'), '.2e'):>21s} {ms(get('modes'), '.2f'):>11s} "
-              f"{ms(get('near'), '.4f'):>15s} {ms(get('logp'), '.3f'):>15s} {ms(get('tv'), '.3f'):>15s} {ms(r['secs'], '.1f'):>11s}")
+        get = lambda k, r=r: [s[k] for s in r["samples"]]
+        print(
+            f"{name:16s} {ms(get('SW2'), '.3g'):>17s} {ms(get('MMD2'), '.2e'):>21s} {ms(get('modes'), '.2f'):>11s} "
+            f"{ms(get('near'), '.4f'):>15s} {ms(get('logp'), '.3f'):>15s} {ms(get('tv'), '.3f'):>15s} "
+            f"{ms(r['secs'], '.1f'):>11s}"
+        )
     for name, f in floors.items():
-        print(f"{name:16s} {f['SW2']:>17.4f} {f['MMD2']:>21.2e} {f['modes']:>11.2f} {f['near']:>15.4f} {f['logp']:>15.3f} {f['tv']:>15.3f}")
+        print(
+            f"{name:16s} {f['SW2']:>17.4f} {f['MMD2']:>21.2e} {f['modes']:>11.2f} {f['near']:>15.4f} "
+            f"{f['logp']:>15.3f} {f['tv']:>15.3f}"
+        )
 
-    print(f"\nPer-σ excess error, mean over seeds")
+    print("\nPer-σ excess error, mean over seeds")
     names = list(results)
     print(f"{'sigma':>8s} " + " ".join(f"{n[:14]:>14s}" for n in names) + f" {'D = x':>14s} {'Wiener':>14s}")
     for j, s in enumerate(sig_eval.tolist()):
-        row = [torch.stack(results[n]["errs"])[:, j].mean().item() for n in names] + [trivial[j].item(), wiener[j].item()]
+        row = [torch.stack(results[n]["errs"])[:, j].mean().item() for n in names] + [
+            trivial[j].item(),
+            wiener[j].item(),
+        ]
         print(f"{s:8.4f} " + " ".join(f"{v:14.3e}" for v in row))
     print(f"\ntotal wall time {time.perf_counter() - t_start:.0f}s")
+
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -197,8 +264,11 @@ def main():
     p.add_argument("--quick", action="store_true", help="smoke test: 150 steps, 2 seeds, 500 samples, 8 sigmas")
     a = p.parse_args()
     torch.set_num_threads(1)
-    if a.quick: run(150, 2, 128, 500, 500, 8)
-    else: run(a.steps, a.seeds, a.batch, a.samples, 4000, 32)
+    if a.quick:
+        run(150, 2, 128, 500, 500, 8)
+    else:
+        run(a.steps, a.seeds, a.batch, a.samples, 4000, 32)
+
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ Two measures for each deterministic sampler of sgm_nb.sampling on the EDM grid (
 NFE counts denoiser calls: Euler and the multistep samplers use one per step, Heun and DPM-2 two (one on the last
 step to sigma = 0).
 """
+
 import argparse
 import datetime
 
@@ -22,19 +23,26 @@ from sgm_nb.metrics import sliced_wasserstein
 from sgm_nb.oracle import GaussianMixture, gaussian_flow
 from sgm_nb.utils import instantiate_from_config
 
-SAMPLERS = {"Euler": ("EulerEDMSampler", 1), "Heun": ("HeunEDMSampler", 2), "DPM-2": ("DPM2Sampler", 2),
-            "DPM++ 2M": ("DPMPP2MSampler", 1), "LMS (order 4)": ("LinearMultistepSampler", 1)}
+SAMPLERS = {
+    "Euler": ("EulerEDMSampler", 1),
+    "Heun": ("HeunEDMSampler", 2),
+    "DPM-2": ("DPM2Sampler", 2),
+    "DPM++ 2M": ("DPMPP2MSampler", 1),
+    "LMS (order 4)": ("LinearMultistepSampler", 1),
+}
 NFES = [5, 9, 17, 35, 65]
 
 
 def sampler(cls: str, steps: int):
     params = {"num_steps": steps, "discretization_config": {"target": "sgm_nb.sigma_sampling.EDMDiscretization"}}
-    if cls == "LinearMultistepSampler": params["order"] = 4
+    if cls == "LinearMultistepSampler":
+        params["order"] = 4
     return instantiate_from_config({"target": f"sgm_nb.sampling.{cls}", "params": params})
 
 
 def steps_for(nfe: int, per_step: int) -> int:
-    "Steps that spend `nfe` evaluations: n for one-call samplers, (nfe + 1) / 2 for two-call ones (last step: one call)."
+    "Steps that spend `nfe` evaluations: n for one-call samplers, (nfe + 1) / 2 for two-call ones (last step: one"
+    "call)."
     return nfe if per_step == 1 else (nfe + 1) // 2
 
 
@@ -45,8 +53,10 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     f64, g = torch.float64, torch.Generator().manual_seed(0)
-    print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, 1 thread, "
-          f"{args.points} points, float64")
+    print(
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, 1 thread, "
+        f"{args.points} points, float64"
+    )
 
     q = torch.linalg.qr(torch.randn(args.dim, args.dim, dtype=f64, generator=g)).Q
     lam = torch.logspace(-3, 0, args.dim, dtype=f64)
@@ -61,7 +71,7 @@ def main():
     for name, (cls, per) in SAMPLERS.items():
         for nfe in NFES:
             smp = sampler(cls, steps_for(nfe, per))
-            start = noise_d * (1 + 80.0 ** 2) ** 0.5
+            start = noise_d * (1 + 80.0**2) ** 0.5
             x = smp(lambda x, s, c: gauss.denoiser(x, s), noise_d, {})
             ode_err = (x - gaussian_flow(gauss, start, 80.0, 0.0)).square().mean().sqrt().item()
             sw = sliced_wasserstein(smp(lambda x, s, c: ring.denoiser(x, s), noise_2, {}), exact_2)
@@ -69,10 +79,12 @@ def main():
 
     print(f"\nODE error (RMS per dimension vs the exact flow), Gaussian data, d = {args.dim}")
     print(f"{'NFE':>16s}" + "".join(f"{n:>11d}" for n in NFES))
-    for name in SAMPLERS: print(f"{name:>16s}" + "".join(f"{rows[name, n][0]:11.2e}" for n in NFES))
+    for name in SAMPLERS:
+        print(f"{name:>16s}" + "".join(f"{rows[name, n][0]:11.2e}" for n in NFES))
     print(f"\nsliced W2 vs exact samples, ring8 (floor of two exact draws: {floor:.4f})")
     print(f"{'NFE':>16s}" + "".join(f"{n:>11d}" for n in NFES))
-    for name in SAMPLERS: print(f"{name:>16s}" + "".join(f"{rows[name, n][1]:11.4f}" for n in NFES))
+    for name in SAMPLERS:
+        print(f"{name:>16s}" + "".join(f"{rows[name, n][1]:11.4f}" for n in NFES))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,6 @@ Docs: https://sgm-nb.github.io/sgm_nb/denoiser.html.md"""
 __all__ = ['Denoiser', 'DiscreteDenoiser']
 
 # %% ../nbs/05_denoiser.ipynb #7e0d1bde
-from typing import Dict, Union
-
 import torch
 import torch.nn as nn
 
@@ -18,7 +16,8 @@ from .utils import append_dims, instantiate_from_config
 # %% ../nbs/05_denoiser.ipynb #c3037cda
 class Denoiser(nn.Module):
     "D(x; sigma) = c_skip x + c_out network(c_in x, c_noise, cond), with the coefficients from a scaling config."
-    def __init__(self, scaling_config: Dict):
+
+    def __init__(self, scaling_config: dict):
         super().__init__()
         self.scaling = instantiate_from_config(scaling_config)
 
@@ -28,8 +27,9 @@ class Denoiser(nn.Module):
     def possibly_quantize_c_noise(self, c_noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return c_noise
 
-    def forward(self, network: nn.Module, input: torch.Tensor, sigma: torch.Tensor, cond: Dict,
-                **additional_model_inputs) -> torch.Tensor:
+    def forward(
+        self, network: nn.Module, input: torch.Tensor, sigma: torch.Tensor, cond: dict, **additional_model_inputs
+    ) -> torch.Tensor:
         sigma = self.possibly_quantize_sigma(sigma)
         sigma_shape = sigma.shape
         sigma = append_dims(sigma, input.ndim)
@@ -40,8 +40,16 @@ class Denoiser(nn.Module):
 # %% ../nbs/05_denoiser.ipynb #a702ffc5
 class DiscreteDenoiser(Denoiser):
     "A Denoiser for models trained on a discrete sigma table: snaps sigma to it and feeds the network the table index."
-    def __init__(self, scaling_config: Dict, num_idx: int, discretization_config: Dict, do_append_zero: bool = False,
-                 quantize_c_noise: bool = True, flip: bool = True):
+
+    def __init__(
+        self,
+        scaling_config: dict,
+        num_idx: int,
+        discretization_config: dict,
+        do_append_zero: bool = False,
+        quantize_c_noise: bool = True,
+        flip: bool = True,
+    ):
         super().__init__(scaling_config)
         self.discretization = instantiate_from_config(discretization_config)
         sigmas = self.discretization(num_idx, do_append_zero=do_append_zero, flip=flip)
@@ -53,7 +61,7 @@ class DiscreteDenoiser(Denoiser):
         dists = sigma.reshape(-1) - self.sigmas[:, None]
         return dists.abs().argmin(dim=0).view(sigma.shape)
 
-    def idx_to_sigma(self, idx: Union[torch.Tensor, int]) -> torch.Tensor:
+    def idx_to_sigma(self, idx: torch.Tensor | int) -> torch.Tensor:
         return self.sigmas[idx]
 
     def possibly_quantize_sigma(self, sigma: torch.Tensor) -> torch.Tensor:

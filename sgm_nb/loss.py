@@ -9,7 +9,6 @@ __all__ = ['StandardDiffusionLoss']
 
 # %% ../nbs/06_loss.ipynb #2e00ba12
 import math
-from typing import Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -19,22 +18,39 @@ from .utils import append_dims, instantiate_from_config
 # %% ../nbs/06_loss.ipynb #cf294dd6
 class StandardDiffusionLoss(nn.Module):
     "sgm's diffusion loss: noise to sampled sigmas, denoise, return each sample's weighted l2/l1 error (B,)."
-    def __init__(self, sigma_sampler_config: dict, loss_weighting_config: dict, loss_type: str = "l2",
-                 offset_noise_level: float = 0.0, batch2model_keys: Optional[Union[str, List[str]]] = None):
+
+    def __init__(
+        self,
+        sigma_sampler_config: dict,
+        loss_weighting_config: dict,
+        loss_type: str = "l2",
+        offset_noise_level: float = 0.0,
+        batch2model_keys: str | list[str] | None = None,
+    ):
         super().__init__()
         if loss_type == "lpips":
-            raise ValueError("loss_type='lpips' needs the pretrained LPIPS (VGG) weights, which must be downloaded "
-                             "and are not bundled with sgm_nb; use loss_type='l2' or 'l1'")
-        if loss_type not in ("l2", "l1"): raise ValueError(f"loss_type must be 'l2' or 'l1', got {loss_type!r}")
-        if not (isinstance(offset_noise_level, (int, float)) and math.isfinite(offset_noise_level) and offset_noise_level >= 0):
+            raise ValueError(
+                "loss_type='lpips' needs the pretrained LPIPS (VGG) weights, which must be downloaded "
+                "and are not bundled with sgm_nb; use loss_type='l2' or 'l1'"
+            )
+        if loss_type not in ("l2", "l1"):
+            raise ValueError(f"loss_type must be 'l2' or 'l1', got {loss_type!r}")
+        if not (
+            isinstance(offset_noise_level, (int, float))
+            and math.isfinite(offset_noise_level)
+            and offset_noise_level >= 0
+        ):
             raise ValueError(f"offset_noise_level must be a finite number >= 0, got {offset_noise_level!r}")
         self.sigma_sampler = instantiate_from_config(sigma_sampler_config)
         self.loss_weighting = instantiate_from_config(loss_weighting_config)
         self.loss_type = loss_type
         self.offset_noise_level = offset_noise_level
-        if not batch2model_keys: batch2model_keys = []
-        if isinstance(batch2model_keys, str): batch2model_keys = [batch2model_keys]
+        if not batch2model_keys:
+            batch2model_keys = []
+        if isinstance(batch2model_keys, str):
+            batch2model_keys = [batch2model_keys]
         self.batch2model_keys = set(batch2model_keys)
+        self.last_sigmas = None
 
     def get_noise(self, input: torch.Tensor) -> torch.Tensor:
         "Standard normal noise like `input`, plus `offset_noise_level` times one N(0,1) shift per sample and channel."
@@ -47,13 +63,16 @@ class StandardDiffusionLoss(nn.Module):
     def get_noised_input(self, sigmas_bc: torch.Tensor, noise: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
         return input + noise * sigmas_bc
 
-    def forward(self, network: nn.Module, denoiser: nn.Module, conditioner, input: torch.Tensor, batch: Dict) -> torch.Tensor:
+    def forward(
+        self, network: nn.Module, denoiser: nn.Module, conditioner, input: torch.Tensor, batch: dict
+    ) -> torch.Tensor:
         cond = conditioner(batch)
         return self._forward(network, denoiser, cond, input, batch)
 
-    def _forward(self, network, denoiser, cond: Dict, input: torch.Tensor, batch: Dict) -> torch.Tensor:
+    def _forward(self, network, denoiser, cond: dict, input: torch.Tensor, batch: dict) -> torch.Tensor:
         additional_model_inputs = {key: batch[key] for key in self.batch2model_keys.intersection(batch)}
         sigmas = self.sigma_sampler(input.shape[0]).to(input)
+        self.last_sigmas = sigmas.detach()  # for the training log; a device tensor, no host sync
         noise = self.get_noise(input)
         sigmas_bc = append_dims(sigmas, input.ndim)
         noised_input = self.get_noised_input(sigmas_bc, noise, input)

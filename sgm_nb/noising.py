@@ -14,9 +14,10 @@ from .utils import append_dims
 
 # %% ../nbs/01_noising.ipynb #ab450732
 def check_sigma(sigma, allow_zero: bool = False, who: str = "sigma") -> torch.Tensor:
-    "`sigma` as a float tensor, refusing NaN, infinite and negative values (and zero unless `allow_zero`) with a one-line error."
+    "`sigma` as a float tensor; NaN, infinite and negative values (and zero unless `allow_zero`) are refused."
     sigma = torch.as_tensor(sigma)
-    if not sigma.is_floating_point(): sigma = sigma.to(torch.get_default_dtype())
+    if not sigma.is_floating_point():
+        sigma = sigma.to(torch.get_default_dtype())
     bad = ~torch.isfinite(sigma) | (sigma < 0 if allow_zero else sigma <= 0)
     need = ">= 0" if allow_zero else "> 0"
     if sigma.device.type != "cpu":  # no host-device sync: checked on the device, reported at the next sync
@@ -26,8 +27,9 @@ def check_sigma(sigma, allow_zero: bool = False, who: str = "sigma") -> torch.Te
     return sigma
 
 # %% ../nbs/01_noising.ipynb #5d1af8cb
-def add_noise(x0: torch.Tensor, sigma, noise: torch.Tensor | None = None,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def add_noise(
+    x0: torch.Tensor, sigma, noise: torch.Tensor | None = None, generator: torch.Generator | None = None
+) -> torch.Tensor:
     "Forward noising in VE form, $x_\\sigma = x_0 + \\sigma n$; `sigma` is a number or one per sample, shape (B,)."
     sigma = torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device)
     if sigma.ndim > 1 or (sigma.ndim == 1 and sigma.shape[0] not in (1, x0.shape[0])):
@@ -44,6 +46,7 @@ def alpha_bar_from_sigma(sigma: torch.Tensor) -> torch.Tensor:
     "DDPM's cumulative $\\bar\\alpha = 1/(1+\\sigma^2)$ for the VE noise level `sigma`."
     return 1 / (1 + sigma**2)
 
+
 def sigma_from_alpha_bar(alpha_bar: torch.Tensor) -> torch.Tensor:
     "The VE noise level $\\sigma = \\sqrt{(1-\\bar\\alpha)/\\bar\\alpha}$ of DDPM's cumulative `alpha_bar`."
     return ((1 - alpha_bar) / alpha_bar) ** 0.5
@@ -51,5 +54,6 @@ def sigma_from_alpha_bar(alpha_bar: torch.Tensor) -> torch.Tensor:
 # %% ../nbs/01_noising.ipynb #6491aa1a
 def snr(sigma: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:
     "Signal-to-noise ratio $\\sigma_\\text{data}^2/\\sigma^2$ of $x_0 + \\sigma n$ for data of std `sigma_data`."
-    if not sigma_data > 0: raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+    if not sigma_data > 0:
+        raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
     return sigma_data**2 / torch.as_tensor(sigma) ** 2

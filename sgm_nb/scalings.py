@@ -19,14 +19,17 @@ from .utils import append_dims
 # %% ../nbs/02_scalings.ipynb #626381db
 class DenoiserScaling(ABC):
     "Base of the scalings: `scaling(sigma) -> (c_skip, c_out, c_in, c_noise)`, each shaped like `sigma`."
+
     @abstractmethod
     def __call__(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 # %% ../nbs/02_scalings.ipynb #6ae962d6
 class EDMScaling(DenoiserScaling):
     "EDM's preconditioning (Karras et al. 2022): unit-variance network input and target for data of std `sigma_data`."
+
     def __init__(self, sigma_data: float = 0.5):
-        if not (0 < sigma_data < float("inf")): raise ValueError(f"sigma_data must be > 0 and finite, got {sigma_data}")
+        if not (0 < sigma_data < float("inf")):
+            raise ValueError(f"sigma_data must be > 0 and finite, got {sigma_data}")
         self.sigma_data = sigma_data
 
     def __call__(self, sigma):
@@ -38,29 +41,32 @@ class EDMScaling(DenoiserScaling):
         return c_skip, c_out, c_in, c_noise
 
 # %% ../nbs/02_scalings.ipynb #ae60d44b
-class EpsScaling(DenoiserScaling):
-    "The network predicts the noise: $D = x - \\sigma\\,F_\\theta$, input scaled to DDPM's VP form."
-    def __call__(self, sigma):
-        sigma = check_sigma(sigma, allow_zero=True, who="EpsScaling")
-        c_skip = torch.ones_like(sigma)
-        c_out = -sigma
-        c_in = 1 / (sigma**2 + 1.0) ** 0.5
-        c_noise = sigma.clone()
-        return c_skip, c_out, c_in, c_noise
+class _VPInputScaling(DenoiserScaling):
+    r"Scalings whose network input is DDPM's $x/\sqrt{\sigma^2+1}$ at $c_\text{noise} = \sigma$; `skip_out`: the rest."
 
-# %% ../nbs/02_scalings.ipynb #53dc12c8
-class VScaling(DenoiserScaling):
-    "The network predicts the velocity $v = (n - \\sigma x_0)/\\sqrt{\\sigma^2+1}$ (Salimans & Ho), $c_\\text{noise} = \\sigma$."
     def __call__(self, sigma):
         sigma = check_sigma(sigma, allow_zero=True, who=type(self).__name__)
-        c_skip = 1.0 / (sigma**2 + 1.0)
-        c_out = -sigma / (sigma**2 + 1.0) ** 0.5
-        c_in = 1.0 / (sigma**2 + 1.0) ** 0.5
-        c_noise = sigma.clone()
-        return c_skip, c_out, c_in, c_noise
+        c_skip, c_out = self.skip_out(sigma)
+        return c_skip, c_out, 1 / (sigma**2 + 1.0) ** 0.5, sigma.clone()
+
+
+class EpsScaling(_VPInputScaling):
+    "The network predicts the noise: $D = x - \\sigma\\,F_\\theta$, input scaled to DDPM's VP form."
+
+    def skip_out(self, sigma):
+        return torch.ones_like(sigma), -sigma
+
+# %% ../nbs/02_scalings.ipynb #53dc12c8
+class VScaling(_VPInputScaling):
+    "The network predicts the velocity $v = (n - \\sigma x_0)/\\sqrt{\\sigma^2+1}$ (Salimans & Ho)."
+
+    def skip_out(self, sigma):
+        return 1.0 / (sigma**2 + 1.0), -sigma / (sigma**2 + 1.0) ** 0.5
+
 
 class VScalingWithEDMcNoise(VScaling):
     "As `VScaling`, but the noise level enters the network as EDM's $c_\\text{noise} = \\frac14\\ln\\sigma$."
+
     def __call__(self, sigma):
         sigma = check_sigma(sigma, allow_zero=False, who="VScalingWithEDMcNoise")  # ln(0) = -inf
         c_skip, c_out, c_in, _ = super().__call__(sigma)
@@ -69,6 +75,7 @@ class VScalingWithEDMcNoise(VScaling):
 # %% ../nbs/02_scalings.ipynb #68c1faf3
 class ScoreScaling(DenoiserScaling):
     "The network predicts the score $\\nabla_x\\log p_\\sigma(x)$: $D = x + \\sigma^2 F_\\theta(x, \\sigma)$ (Tweedie)."
+
     def __call__(self, sigma):
         sigma = check_sigma(sigma, allow_zero=True, who="ScoreScaling")
         c_skip = torch.ones_like(sigma)
@@ -79,7 +86,7 @@ class ScoreScaling(DenoiserScaling):
 
 # %% ../nbs/02_scalings.ipynb #8cfbc4ac
 def ideal_target(scaling, x0: torch.Tensor, noise: torch.Tensor, sigma) -> torch.Tensor:
-    "What the network must output for the denoiser to return `x0` exactly: $(x_0 - c_\\text{skip} x)/c_\\text{out}$, $x = x_0 + \\sigma n$."
+    "The network output with which the denoiser returns `x0`: $(x_0 - c_\\text{skip} x)/c_\\text{out}$."
     sigma = check_sigma(torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device), allow_zero=False, who="ideal_target")
     x = add_noise(x0, sigma, noise)
     c_skip, c_out, _, _ = scaling(append_dims(sigma, x0.ndim))
@@ -87,7 +94,7 @@ def ideal_target(scaling, x0: torch.Tensor, noise: torch.Tensor, sigma) -> torch
 
 # %% ../nbs/02_scalings.ipynb #6372714c
 def signal_scales(scaling, sigma, data_mean_square: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
-    "Mean squares of the network input $c_\\text{in}x$ and of the ideal target, for data of per-pixel mean square `data_mean_square`."
+    "Mean squares of the network input $c_\\text{in}x$ and of the ideal target, for data of that mean square."
     c_skip, c_out, c_in, _ = scaling(sigma)
     m2 = data_mean_square
     return c_in**2 * (m2 + sigma**2), ((1 - c_skip) ** 2 * m2 + c_skip**2 * sigma**2) / c_out**2

@@ -19,11 +19,13 @@ from .utils import append_dims
 
 # %% ../nbs/08_score_to_denoiser.ipynb #ff76a01e
 def sigma_from_c_noise(scaling: DenoiserScaling, c_noise: torch.Tensor) -> torch.Tensor:
-    "Invert the scaling's `c_noise`: $\\sigma = e^{4c}$ for EDM's $\\frac14\\ln\\sigma$, else $c_\\text{noise} = \\sigma$ itself."
+    "Invert `c_noise`: $\\sigma = e^{4c}$ for EDM's $\\frac14\\ln\\sigma$, else $c_\\text{noise} = \\sigma$."
     return (4 * c_noise).exp() if isinstance(scaling, (EDMScaling, VScalingWithEDMcNoise)) else c_noise
+
 
 class ScoreToDenoised(nn.Module):
     "Route (3): wrap a score model s(x, sigma, cond) into the network output F that `scaling`'s Denoiser expects."
+
     def __init__(self, score_model, scaling: DenoiserScaling):
         super().__init__()
         self.score_model, self.scaling = score_model, scaling
@@ -38,14 +40,26 @@ class ScoreToDenoised(nn.Module):
 # %% ../nbs/08_score_to_denoiser.ipynb #7b113f15
 class ToyMLP(nn.Module):
     "A small MLP `network(x, c_noise, cond)` for d-dimensional toy data, with a sinusoidal embedding of `c_noise`."
-    def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, n_freqs: int = 16,
-                 min_freq: float = 0.02, max_freq: float = 20.0):
+
+    def __init__(
+        self,
+        dim: int = 2,
+        hidden: int = 128,
+        depth: int = 3,
+        n_freqs: int = 16,
+        min_freq: float = 0.02,
+        max_freq: float = 20.0,
+    ):
         super().__init__()
-        if not (isinstance(dim, int) and dim >= 1): raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
-        if not (isinstance(depth, int) and depth >= 1): raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+        if not (isinstance(dim, int) and dim >= 1):
+            raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
+        if not (isinstance(depth, int) and depth >= 1):
+            raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
         self.register_buffer("freqs", torch.logspace(math.log10(min_freq), math.log10(max_freq), n_freqs))
         layers, width = [], dim + 2 * n_freqs
-        for _ in range(depth): layers += [nn.Linear(width, hidden), nn.SiLU()]; width = hidden
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.SiLU()]
+            width = hidden
         self.net = nn.Sequential(*layers, nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond=None) -> torch.Tensor:
@@ -54,7 +68,8 @@ class ToyMLP(nn.Module):
 
 # %% ../nbs/08_score_to_denoiser.ipynb #9fdb96df
 class SigmaScoreScaling(DenoiserScaling):
-    "The network predicts $\\sigma\\nabla\\log p_\\sigma$: $c_\\text{skip}=1$, $c_\\text{out}=\\sigma$, $c_\\text{in}=1/\\sqrt{\\sigma^2+\\sigma_d^2}$ (1 if `sigma_data` is None), $c_\\text{noise}=\\sigma$."
+    r"Predicts $\sigma\nabla\log p_\sigma$: $c_\text{out} = c_\text{noise} = \sigma$, $c_\text{in}$ as EDM's"
+
     def __init__(self, sigma_data: float | None = 1.0):
         if sigma_data is not None and not (0 < sigma_data < float("inf")):
             raise ValueError(f"sigma_data must be > 0 and finite (or None for c_in = 1), got {sigma_data}")

@@ -9,27 +9,13 @@ __all__ = ['append_zero', 'Discretization', 'EDMDiscretization', 'trailing_times
            'DiscreteSampling']
 
 # %% ../nbs/04_sigma_sampling.ipynb #63230bb5
-import math
 from abc import abstractmethod
-from numbers import Integral, Real
 
 import torch
 
-from .utils import default, instantiate_from_config
+from .utils import check_int, check_number, default, instantiate_from_config
 
 # %% ../nbs/04_sigma_sampling.ipynb #58988517
-def _check_positive(name: str, value) -> float:
-    "Refuse a parameter that is not a finite number > 0, naming it."
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-def _check_count(name: str, value) -> int:
-    "Refuse a count that is not an integer >= 1, naming it."
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
 def append_zero(x: torch.Tensor) -> torch.Tensor:
     "Append a final 0 to the 1-D tensor `x` (sgm's `append_zero`: samplers end at sigma = 0)."
     return torch.cat([x, x.new_zeros([1])])
@@ -37,8 +23,9 @@ def append_zero(x: torch.Tensor) -> torch.Tensor:
 # %% ../nbs/04_sigma_sampling.ipynb #6e15ac54
 class Discretization:
     "Base class: `get_sigmas(n)` gives n descending sigmas; `__call__` appends zero and flips."
+
     def __call__(self, n, do_append_zero=True, device="cpu", flip=False, dtype=torch.float32):
-        n = _check_count("n", n)
+        n = check_int("n", n)
         sigmas = self.get_sigmas(n).to(dtype).to(device)  # cast on the CPU: some devices (MPS) have no float64
         sigmas = append_zero(sigmas) if do_append_zero else sigmas
         return sigmas if not flip else torch.flip(sigmas, (0,))
@@ -51,10 +38,11 @@ class Discretization:
 # %% ../nbs/04_sigma_sampling.ipynb #ad2e2c64
 class EDMDiscretization(Discretization):
     "Karras et al.'s grid: evenly spaced in sigma**(1/rho) from sigma_max down to sigma_min."
+
     def __init__(self, sigma_min=0.002, sigma_max=80.0, rho=7.0):
-        self.sigma_min = _check_positive("sigma_min", sigma_min)
-        self.sigma_max = _check_positive("sigma_max", sigma_max)
-        self.rho = _check_positive("rho", rho)
+        self.sigma_min = check_number("sigma_min", sigma_min, 0, above=True)
+        self.sigma_max = check_number("sigma_max", sigma_max, 0, above=True)
+        self.rho = check_number("rho", rho, 0, above=True)
         if self.sigma_max <= self.sigma_min:
             raise ValueError(f"sigma_max must be > sigma_min, got sigma_max={sigma_max!r}, sigma_min={sigma_min!r}")
 
@@ -67,19 +55,22 @@ class EDMDiscretization(Discretization):
 # %% ../nbs/04_sigma_sampling.ipynb #bd046c2c
 def trailing_timesteps(n: int, num_timesteps: int) -> torch.Tensor:
     "sgm's 'roughly equally spaced' sub-sampling: floor((T-1) j / n) for j = 1..n, ascending, ending at T-1."
-    n, num_timesteps = _check_count("n", n), _check_count("num_timesteps", num_timesteps)
+    n, num_timesteps = check_int("n", n), check_int("num_timesteps", num_timesteps)
     if n > num_timesteps:
         raise ValueError(f"n={n} steps requested but the DDPM table has only num_timesteps={num_timesteps}")
     return (num_timesteps - 1) * torch.arange(1, n + 1) // n
 
+
 class LegacyDDPMDiscretization(Discretization):
     "The sigmas of Stable Diffusion's discrete DDPM schedule (beta linear in sqrt), sub-sampled trailing."
+
     def __init__(self, linear_start=0.00085, linear_end=0.0120, num_timesteps=1000):
         super().__init__()
         for name, beta in (("linear_start", linear_start), ("linear_end", linear_end)):
-            if _check_positive(name, beta) >= 1: raise ValueError(f"{name} is a beta and must be < 1, got {beta!r}")
-        self.num_timesteps = _check_count("num_timesteps", num_timesteps)
-        betas = torch.linspace(linear_start ** 0.5, linear_end ** 0.5, self.num_timesteps, dtype=torch.float64) ** 2
+            if check_number(name, beta, 0, above=True) >= 1:
+                raise ValueError(f"{name} is a beta and must be < 1, got {beta!r}")
+        self.num_timesteps = check_int("num_timesteps", num_timesteps)
+        betas = torch.linspace(linear_start**0.5, linear_end**0.5, self.num_timesteps, dtype=torch.float64) ** 2
         self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
 
     def get_sigmas(self, n):
@@ -90,11 +81,10 @@ class LegacyDDPMDiscretization(Discretization):
 # %% ../nbs/04_sigma_sampling.ipynb #f4f6cbeb
 class EDMSampling:
     "EDM's log-normal training sigmas: log(sigma) ~ N(p_mean, p_std**2)."
+
     def __init__(self, p_mean=-1.2, p_std=1.2):
-        if isinstance(p_mean, bool) or not isinstance(p_mean, Real) or not math.isfinite(p_mean):
-            raise ValueError(f"p_mean (the mean of log sigma) must be a finite number, got {p_mean!r}")
-        self.p_mean = float(p_mean)
-        self.p_std = _check_positive("p_std", p_std)
+        self.p_mean = check_number("p_mean (the mean of log sigma)", p_mean)
+        self.p_std = check_number("p_std", p_std, 0, above=True)
 
     def __call__(self, n_samples, rand=None):
         log_sigma = self.p_mean + self.p_std * default(rand, lambda: torch.randn((n_samples,)))
@@ -103,10 +93,12 @@ class EDMSampling:
 # %% ../nbs/04_sigma_sampling.ipynb #60e30279
 class DiscreteSampling:
     "Training sigmas drawn uniformly from a discretization's table of `num_idx` entries."
+
     def __init__(self, discretization_config, num_idx, do_append_zero=False, flip=True):
-        self.num_idx = _check_count("num_idx", num_idx)
+        self.num_idx = check_int("num_idx", num_idx)
         self.sigmas = instantiate_from_config(discretization_config)(
-            self.num_idx, do_append_zero=do_append_zero, flip=flip)
+            self.num_idx, do_append_zero=do_append_zero, flip=flip
+        )
 
     def idx_to_sigma(self, idx):
         return self.sigmas[idx]

@@ -17,8 +17,10 @@ from .noising import check_sigma
 # %% ../nbs/03_weightings.ipynb #b7d94e5e
 class DiffusionLossWeighting(ABC):
     "Base of the loss weightings: `weighting(sigma) -> w`, shaped like `sigma`."
+
     @abstractmethod
     def __call__(self, sigma: torch.Tensor) -> torch.Tensor: ...
+
 
 def effective_weight(weighting, scaling, sigma: torch.Tensor) -> torch.Tensor:
     "The weight $w(\\sigma)\\,c_\\text{out}(\\sigma)^2$ that `weighting` puts on the MSE of `scaling`'s network target."
@@ -27,6 +29,7 @@ def effective_weight(weighting, scaling, sigma: torch.Tensor) -> torch.Tensor:
 # %% ../nbs/03_weightings.ipynb #5aa8e12f
 class UnitWeighting(DiffusionLossWeighting):
     "$w = 1$: the plain MSE between the denoised and the clean image."
+
     def __call__(self, sigma):
         sigma = check_sigma(sigma, allow_zero=True, who="UnitWeighting")
         return torch.ones_like(sigma)
@@ -34,22 +37,27 @@ class UnitWeighting(DiffusionLossWeighting):
 # %% ../nbs/03_weightings.ipynb #c5c80ed0
 class EDMWeighting(DiffusionLossWeighting):
     "EDM's $w = (\\sigma^2 + \\sigma_d^2)/(\\sigma\\sigma_d)^2 = 1/c_\\text{out}^2$ of `EDMScaling(sigma_data)`."
+
     def __init__(self, sigma_data: float = 0.5):
-        if not (0 < sigma_data < float("inf")): raise ValueError(f"sigma_data must be > 0 and finite, got {sigma_data}")
+        if not (0 < sigma_data < float("inf")):
+            raise ValueError(f"sigma_data must be > 0 and finite, got {sigma_data}")
         self.sigma_data = sigma_data
 
     def __call__(self, sigma):
         sigma = check_sigma(sigma, allow_zero=False, who=type(self).__name__)  # w(0) = inf
         return (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
 
+
 class VWeighting(EDMWeighting):
     "$w = (\\sigma^2 + 1)/\\sigma^2 = 1/c_\\text{out}^2$ of `VScaling`: `EDMWeighting` at `sigma_data=1`."
+
     def __init__(self):
         super().__init__(sigma_data=1.0)
 
 # %% ../nbs/03_weightings.ipynb #a1baf797
 class EpsWeighting(DiffusionLossWeighting):
     "$w = \\sigma^{-2} = 1/c_\\text{out}^2$ of `EpsScaling`: DDPM's unweighted noise-prediction MSE."
+
     def __call__(self, sigma):
         sigma = check_sigma(sigma, allow_zero=False, who="EpsWeighting")  # w(0) = inf
         return sigma**-2.0

@@ -1,4 +1,5 @@
-"The Fabric training loop: bit-exact resume, atomic checkpoints under SIGKILL, SIGTERM, non-finite losses, DDP on CPU, sgm YAML."
+"The Fabric loop: bit-exact resume, atomic checkpoints under SIGKILL, SIGTERM, non-finite losses, DDP, sgm YAML."
+
 import os
 import signal
 import subprocess
@@ -9,57 +10,46 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, tiny_config
 from omegaconf import OmegaConf
 
-from helpers import ROOT
-from sgm_nb.training import (MNIST5kLoader, NonFiniteLossError, build_engine, load_checkpoint, load_config,
-                             read_metrics, train)
+from sgm_nb.checkpoint import load_checkpoint, read_metrics
+from sgm_nb.config import build_engine, load_config
+from sgm_nb.data import MNIST5kLoader
+from sgm_nb.training import NonFiniteLossError, train
 
 PY = sys.executable
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
-def tiny_config(max_steps=4, every=2, **trainer):
-    "A seconds-long class-conditional config in sgm's layout: a one-level UNet on 14x14 digits, EMA on."
-    return OmegaConf.create({
-        "model": {"base_learning_rate": 1e-3, "target": "sgm_nb.engine.DiffusionEngine", "params": {
-            "use_ema": True, "ema_decay_rate": 0.99,
-            "denoiser_config": {"target": "sgm_nb.denoiser.Denoiser", "params": {
-                "scaling_config": {"target": "sgm_nb.scalings.EDMScaling", "params": {"sigma_data": 1.0}}}},
-            "network_config": {"target": "sgm_nb.unet.UNetModel", "params": {
-                "in_channels": 1, "out_channels": 1, "model_channels": 32, "attention_resolutions": [], "num_res_blocks": 1,
-                "channel_mult": [1], "num_head_channels": 32, "num_classes": "sequential", "adm_in_channels": 32}},
-            "conditioner_config": {"target": "sgm_nb.conditioner.GeneralConditioner", "params": {"emb_models": [
-                {"is_trainable": True, "input_key": "cls", "ucg_rate": 0.2, "target": "sgm_nb.conditioner.ClassEmbedder",
-                 "params": {"embed_dim": 32, "n_classes": 10}}]}},
-            "first_stage_config": {"target": "sgm_nb.engine.IdentityFirstStage"},
-            "loss_fn_config": {"target": "sgm_nb.loss.StandardDiffusionLoss", "params": {
-                "loss_weighting_config": {"target": "sgm_nb.weightings.EDMWeighting", "params": {"sigma_data": 1.0}},
-                "sigma_sampler_config": {"target": "sgm_nb.sigma_sampling.EDMSampling"}}},
-            "sampler_config": {"target": "sgm_nb.sampling.EulerEDMSampler", "params": {
-                "num_steps": 3, "discretization_config": {"target": "sgm_nb.sigma_sampling.EDMDiscretization"},
-                "guider_config": {"target": "sgm_nb.guiders.VanillaCFG", "params": {"scale": 3.0}}}}}},
-        "data": {"target": "sgm_nb.training.MNIST5kLoader", "params": {"batch_size": 8, "limit": 64, "size": 14}},
-        "lightning": {"trainer": {"max_steps": max_steps, "log_every_n_steps": 1, **trainer},
-                      "modelcheckpoint": {"params": {"every_n_train_steps": every}},
-                      "callbacks": {"image_logger": {"params": {"batch_frequency": 1000, "increase_log_steps": False}}}}})
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
 
 def _equal_state(a, b):
     assert sorted(a) == sorted(b)
     return [k for k in a if not torch.equal(a[k], b[k])]
 
+
 def test_resume_is_bit_identical(tmp_path):
     cfg = tiny_config(4, every=2, accumulate_grad_batches=2, gradient_clip_val=1.0)
     full = train(cfg, run_dir=tmp_path / "full", progress=False, verbose=False)
-    train(tiny_config(2, every=2, accumulate_grad_batches=2, gradient_clip_val=1.0), run_dir=tmp_path / "res",
-          progress=False, verbose=False)
-    res = train(OmegaConf.create({"lightning": {"trainer": {"max_steps": 4}}}), resume=tmp_path / "res",
-                progress=False, verbose=False)
+    train(
+        tiny_config(2, every=2, accumulate_grad_batches=2, gradient_clip_val=1.0),
+        run_dir=tmp_path / "res",
+        progress=False,
+        verbose=False,
+    )
+    res = train(
+        OmegaConf.create({"lightning": {"trainer": {"max_steps": 4}}}),
+        resume=tmp_path / "res",
+        progress=False,
+        verbose=False,
+    )
     a, b = load_checkpoint(full.checkpoint), load_checkpoint(res.checkpoint)
     assert (a["global_step"], b["global_step"]) == (4, 4)
     assert _equal_state(a["state_dict"], b["state_dict"]) == []
@@ -69,44 +59,57 @@ def test_resume_is_bit_identical(tmp_path):
     ma, mb = read_metrics(full.run_dir / "metrics.csv"), read_metrics(res.run_dir / "metrics.csv")
     assert list(mb["step"]) == [1, 2, 3, 4] and list(ma["loss"]) == list(mb["loss"])
 
+
 KILLER = textwrap.dedent("""
     import sys, torch
-    from sgm_nb.training import atomic_save
+    from sgm_nb.checkpoint import save_checkpoint
     i = 0
     while True:
         i += 1
-        atomic_save({"state_dict": {"w": torch.full((4_000_000,), float(i))}, "global_step": i}, sys.argv[1])
+        save_checkpoint({"state_dict": {"w": torch.full((4_000_000,), float(i))}, "global_step": i}, sys.argv[1])
         print(i, flush=True)
 """)
 
+
+@pytest.mark.subprocess
 def test_checkpoint_survives_sigkill_during_save(tmp_path):
     path = tmp_path / "last.ckpt"
     for delay in (0.05, 0.13, 0.29):
         p = subprocess.Popen([PY, "-c", KILLER, str(path)], env=ENV, stdout=subprocess.PIPE, text=True)
-        p.stdout.readline()                                   # one save done: a checkpoint exists
-        time.sleep(delay)                                     # then kill it, most likely inside a save
-        p.send_signal(signal.SIGKILL); p.wait()
-        ck = load_checkpoint(path)                            # never truncated: it loads, and is one whole save
+        p.stdout.readline()  # one save done: a checkpoint exists
+        time.sleep(delay)  # then kill it, most likely inside a save
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        ck = load_checkpoint(path)  # never truncated: it loads, and is one whole save
         w = ck["state_dict"]["w"]
         assert w.numel() == 4_000_000 and bool((w == ck["global_step"]).all())
+
 
 SIGTERM_RUN = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, sys.argv[2])
-    from test_training import tiny_config
+    from helpers import tiny_config
     from sgm_nb.training import train
     torch.set_num_threads(1)
     r = train(tiny_config(100_000, every=100_000), run_dir=sys.argv[1], progress=False, verbose=False)
     print("STOPPED", r.stopped_by, r.step, flush=True)
 """)
 
+
+@pytest.mark.subprocess
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     run = tmp_path / "run"
-    p = subprocess.Popen([PY, "-c", SIGTERM_RUN, str(run), str(Path(__file__).parent)], env=ENV,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [PY, "-c", SIGTERM_RUN, str(run), str(Path(__file__).parent)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = run / "metrics.csv"
     t0 = time.time()
-    while time.time() - t0 < 120 and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3): time.sleep(0.2)
+    while time.time() - t0 < 120 and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.2)
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
@@ -115,41 +118,64 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert by == "SIGTERM" and ck["global_step"] == int(step) >= 2
     assert read_metrics(metrics)["step"][-1] == int(step)
 
+
 class PoisonedLoader(MNIST5kLoader):
     "Images become NaN from micro-batch `at` on."
-    def __init__(self, at, **kw): super().__init__(**kw); self.at = at
+
+    def __init__(self, at, **kw):
+        super().__init__(**kw)
+        self.at = at
+
     def batch(self, m, *a, **kw):
         b = super().batch(m, *a, **kw)
-        if m >= self.at: b["jpg"] = b["jpg"] * float("nan")
+        if m >= self.at:
+            b["jpg"] = b["jpg"] * float("nan")
         return b
+
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = tiny_config(10, every=2)
-    ld = PoisonedLoader(at=4, batch_size=8, limit=64, size=14)            # step 5 (micro-batch 4) goes NaN
+    ld = PoisonedLoader(at=4, batch_size=8, limit=64, size=14)  # step 5 (micro-batch 4) goes NaN
     with pytest.raises(NonFiniteLossError, match="between steps 5 and 5; the last good checkpoint is .*last.ckpt"):
         train(cfg, run_dir=tmp_path / "run", loader=ld, progress=False, verbose=False)
     ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert ck["global_step"] == 4
     assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
 
+
 def test_max_time_checkpoints_and_stops(tmp_path):
-    r = train(tiny_config(100_000, every=100_000, max_time={"seconds": 2}), run_dir=tmp_path / "run", progress=False,
-              verbose=False)
+    r = train(
+        tiny_config(100_000, every=100_000, max_time={"seconds": 2}),
+        run_dir=tmp_path / "run",
+        progress=False,
+        verbose=False,
+    )
     assert r.stopped_by == "max_time" and 1 <= r.step < 100_000
     assert load_checkpoint(r.checkpoint)["global_step"] == r.step
     m = read_metrics(tmp_path / "run" / "metrics.csv")
     assert m["step"][-1] == r.step and 2 <= m["elapsed_s"][-1] < 30
 
+
 class RecordingWriter:
     "Stands in for TensorBoard's SummaryWriter (tensorboard is not a dependency): records what the loop logs."
+
     calls = []
-    def __init__(self, log_dir): self.log_dir = log_dir
-    def add_scalar(self, tag, value, step): RecordingWriter.calls.append((tag, float(value), step))
-    def close(self): RecordingWriter.calls.append(("closed", 0.0, 0))
+
+    def __init__(self, log_dir):
+        self.log_dir = log_dir
+
+    def add_scalar(self, tag, value, step):
+        RecordingWriter.calls.append((tag, float(value), step))
+
+    def close(self):
+        RecordingWriter.calls.append(("closed", 0.0, 0))
+
 
 def test_tensorboard_gets_every_metric_row_when_installed(tmp_path, monkeypatch):
     import types
-    fake = types.ModuleType("torch.utils.tensorboard"); fake.SummaryWriter = RecordingWriter
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = RecordingWriter
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
     RecordingWriter.calls = []
     train(tiny_config(3, every=3), run_dir=tmp_path / "run", progress=False, verbose=False)
@@ -158,10 +184,11 @@ def test_tensorboard_gets_every_metric_row_when_installed(tmp_path, monkeypatch)
     assert losses == list(zip(m["loss"].tolist(), m["step"].astype(int).tolist())) and len(losses) == 3
     assert RecordingWriter.calls[-1][0] == "closed"
 
+
 DDP_RUN = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, sys.argv[2])
-    from test_training import tiny_config
+    from helpers import tiny_config
     from sgm_nb.training import train
     torch.set_num_threads(1)
     r = train(tiny_config(3, every=3), run_dir=sys.argv[1], progress=False, verbose=False)
@@ -170,18 +197,35 @@ DDP_RUN = textwrap.dedent("""
     Path(sys.argv[1], f"rank{dist.get_rank()}.txt").write_text(f"{dist.get_rank()} {dist.get_world_size()} {r.step}")
 """)
 
+
+@pytest.mark.subprocess
 def test_ddp_on_cpu_two_processes(tmp_path):
-    script = tmp_path / "ddp_run.py"; script.write_text(DDP_RUN)
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_RUN)
     torchrun = str(Path(PY).parent / "torchrun")
-    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path / "run"),
-                        str(Path(__file__).parent)], env=ENV, capture_output=True, text=True, timeout=180)
+    r = subprocess.run(
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(tmp_path / "run"),
+            str(Path(__file__).parent),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert [(tmp_path / "run" / f"rank{i}.txt").read_text() for i in (0, 1)] == ["0 2 3", "1 2 3"]
     ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert ck["global_step"] == 3
     m = read_metrics(tmp_path / "run" / "metrics.csv")
-    assert list(m["step"]) == [1, 2, 3] and all(l == l for l in m["loss"])    # finite losses, one row per step
+    assert list(m["step"]) == [1, 2, 3] and all(l == l for l in m["loss"])  # finite losses, one row per step
     assert m["images_per_s"][0] > 0
+
 
 SGM_MNIST_COND = """
 model:
@@ -272,6 +316,7 @@ lightning:
     max_epochs: 20
 """
 
+
 def test_sgm_yaml_loads_unmodified_through_the_alias_table(tmp_path):
     (tmp_path / "mnist_cond.yaml").write_text(SGM_MNIST_COND)
     cfg = load_config([tmp_path / "mnist_cond.yaml"])
@@ -282,14 +327,21 @@ def test_sgm_yaml_loads_unmodified_through_the_alias_table(tmp_path):
     # the packaged re-expression builds the same network, parameter for parameter
     ours = build_engine(load_config([ROOT / "sgm_nb" / "configs" / "mnist_cond.yaml"]))
     assert [(k, v.shape) for k, v in e.state_dict().items()] == [(k, v.shape) for k, v in ours.state_dict().items()]
-    (tmp_path / "vae.yaml").write_text(SGM_MNIST_COND.replace("sgm.models.autoencoder.IdentityFirstStage",
-                                                              "sgm.models.autoencoder.AutoencoderKLInferenceWrapper"))
-    with pytest.raises(ValueError, match="unsupported sgm target 'sgm.models.autoencoder.AutoencoderKLInferenceWrapper'"):
+    (tmp_path / "vae.yaml").write_text(
+        SGM_MNIST_COND.replace(
+            "sgm.models.autoencoder.IdentityFirstStage", "sgm.models.autoencoder.AutoencoderKLInferenceWrapper"
+        )
+    )
+    with pytest.raises(
+        ValueError, match="unsupported sgm target 'sgm.models.autoencoder.AutoencoderKLInferenceWrapper'"
+    ):
         build_engine(load_config([tmp_path / "vae.yaml"]))
+
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "sgm_nb" / "configs").glob("*.yaml")))
 def test_packaged_configs_build(name):
-    from sgm_nb.training import TrainSettings
+    from sgm_nb.config import TrainSettings
+
     cfg = load_config([ROOT / "sgm_nb" / "configs" / f"{name}.yaml"])
     e = build_engine(cfg)
     assert e.loss_fn is not None and e.sampler is not None
