@@ -6,9 +6,10 @@ Without --run it first trains the README's main job (`sgm-nb train --base mnist_
 steps. Then, for each of --minutes, it takes the last kept checkpoint whose wall-clock time (metrics.csv's elapsed_s,
 measured by the training loop itself) is within that many minutes, samples --n digits with the config's sampler
 (Heun, 18 steps = 35 evaluations, CFG 3), and measures them with `sgm_nb.inference.evaluate`: FLD and KID against
-the 1,000 held-out digits, the share of samples the classifier assigns with p >= 0.9, class coverage and class match, beside the
-real-vs-real floor at the same n. Then the final checkpoint is sampled with Heun at each of --steps (2n-1 evaluations;
-times two for the guided and unguided branch of CFG) to show FLD against NFE. One table per part, printed at the end.
+the 1,000 held-out digits, the share of samples the classifier assigns with p >= 0.9, class coverage and class
+match, beside the real-vs-real floor at the same n. Then the final checkpoint is sampled with Heun at each of --steps
+(2n-1 evaluations; times two for the guided and unguided branch of CFG) to show FLD against NFE. One table per part,
+printed at the end.
 """
 
 import argparse
