@@ -1,4 +1,4 @@
-"""sgm's `AutoencoderKL` (encoder, diagonal-Gaussian regulariser with a KL weight, decoder) trained here, deterministically, on the embedded digits to a 4×7×7 latent; the `scale_factor` that puts latents on the pixel scale, measured; and latent diffusion through the engine's first stage.
+"""sgm's `AutoencoderKL` (encoder, diagonal-Gaussian regulariser with a KL weight, decoder) trained here, deterministically, on the embedded digits to a 4×7×7 latent; the `scale_factor` that gives the latents unit variance, measured; and latent diffusion through the engine's first stage.
 
 Docs: https://sgm-nb.github.io/sgm_nb/autoencoder.html.md"""
 
