@@ -46,7 +46,7 @@ def lenet_outputs(images, model: nn.Module | None = None, batch_size: int = 1000
         probs.append(model.fc3(h).double().softmax(-1))
     return torch.cat(feats), torch.cat(probs)
 
-# %% ../nbs/18_metrics.ipynb #15ca4b68
+# %% ../nbs/18_metrics.ipynb #8dd0d809
 def _f64(t) -> torch.Tensor:
     "A tensor, array or nested list as float64 (lists straight to float64, not through float32)."
     return t.double() if isinstance(t, torch.Tensor) else torch.as_tensor(np.asarray(t, dtype=np.float64))
@@ -61,7 +61,7 @@ def sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
     lam, v = torch.linalg.eigh(_sym(a))
     return (v * lam.clamp_min(0).sqrt()) @ v.mT
 
-
+# %% ../nbs/18_metrics.ipynb #8763a12b
 def gaussian_stats(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "Mean (d,) and unbiased covariance (d, d) of features (N, d), in float64."
     feats = _f64(feats)
@@ -69,7 +69,7 @@ def gaussian_stats(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"feats must be (N, d) with N >= 2, got shape {tuple(feats.shape)}")
     return feats.mean(0), torch.cov(feats.T).reshape(feats.shape[1], feats.shape[1])
 
-
+# %% ../nbs/18_metrics.ipynb #b118ea55
 def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     "Squared Fréchet (2-Wasserstein) distance between N(mu1, cov1) and N(mu2, cov2), in float64."
     mu1, cov1, mu2, cov2 = (_f64(t) for t in (mu1, cov1, mu2, cov2))
@@ -117,7 +117,7 @@ def kid(feats1: torch.Tensor, feats2: torch.Tensor) -> float:
     "Kernel Inception(-style) Distance: unbiased MMD² with the cubic polynomial kernel between two sets of features."
     return mmd2_unbiased(feats1, feats2, polynomial_kernel)
 
-# %% ../nbs/18_metrics.ipynb #5bdf84f2
+# %% ../nbs/18_metrics.ipynb #8a65eabf
 def _check_probs(probs) -> torch.Tensor:
     p = _f64(probs)
     if p.ndim != 2 or len(p) == 0:
@@ -131,7 +131,7 @@ def classifier_score(probs: torch.Tensor) -> float:
     py = p.mean(0, keepdim=True)
     return (torch.xlogy(p, p) - torch.xlogy(p, py)).sum(1).mean().exp().item()  # xlogy: 0 log 0 = 0
 
-
+# %% ../nbs/18_metrics.ipynb #83098799
 def class_histogram(probs: torch.Tensor) -> torch.Tensor:
     "Fraction (K,) of samples whose most probable class is each class."
     p = _check_probs(probs)
@@ -148,7 +148,7 @@ def label_kl(probs: torch.Tensor) -> float:
     h = class_histogram(probs)
     return torch.xlogy(h, h * len(h)).sum().item()
 
-
+# %% ../nbs/18_metrics.ipynb #cb1e1581
 def mean_confidence(probs: torch.Tensor) -> float:
     "Average probability of the most probable class."
     return _check_probs(probs).amax(1).mean().item()
@@ -195,7 +195,7 @@ def memorisation(samples, train, threshold: float = 1 / 3) -> dict:
         "memorised": (ratio < threshold).double().mean().item(),
     }
 
-# %% ../nbs/18_metrics.ipynb #65bf73a1
+# %% ../nbs/18_metrics.ipynb #1671c31a
 def reference_digits() -> np.ndarray:
     "The default reference set: the 1,000 held-out embedded digits (uint8), never seen by the shipped LeNet."
     return mnist5k_split("test")[0]
@@ -214,7 +214,7 @@ def feature_metrics(feats: torch.Tensor, probs: torch.Tensor, ref_feats: torch.T
         "confident": confident_fraction(probs),
     }
 
-
+# %% ../nbs/18_metrics.ipynb #33b0902f
 def image_metrics(samples, reference=None, train=None, model: nn.Module | None = None, labels=None) -> dict:
     "Image metrics of `samples` against `reference` (held-out digits); memorised with `train`, class match by `labels`."
     model = model if model is not None else load_lenet()
@@ -230,7 +230,7 @@ def image_metrics(samples, reference=None, train=None, model: nn.Module | None =
         out["class_match"] = (probs.argmax(1).cpu() == labels).double().mean().item()
     return out
 
-
+# %% ../nbs/18_metrics.ipynb #28d3efd5
 def real_floor(n: int, seed: int = 0, pool=None, reference=None, model: nn.Module | None = None) -> dict:
     "`image_metrics` of `n` real digits of `pool` (the 4,000 training digits) against `reference`: the floor at n."
     pool = mnist5k_split("train")[0] if pool is None else pool
