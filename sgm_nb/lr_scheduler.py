@@ -11,6 +11,8 @@ __all__ = ['LambdaWarmUpCosineScheduler', 'LambdaWarmUpCosineScheduler2', 'Lambd
 import logging
 import math
 
+from fastcore.basics import patch
+
 from .utils import check_int
 
 # %% ../nbs/15_lr_scheduler.ipynb #b7aa784a
@@ -52,7 +54,7 @@ class LambdaWarmUpCosineScheduler:
     def __call__(self, n: int, **kwargs) -> float:
         return self.schedule(n, **kwargs)
 
-# %% ../nbs/15_lr_scheduler.ipynb #d9bfe65c
+# %% ../nbs/15_lr_scheduler.ipynb #32df8f2b
 class LambdaWarmUpCosineScheduler2:
     "sgm's cyclic lr multiplier: per cycle, a linear warm-up from f_start to f_max, then half a cosine to f_min."
 
@@ -78,12 +80,8 @@ class LambdaWarmUpCosineScheduler2:
             check_int(f"cycle_lengths[{c}]", L)
             if w >= L:
                 raise ValueError(f"warm_up_steps[{c}]={w} must be shorter than cycle_lengths[{c}]={L}")
-        self.lr_warm_up_steps, self.f_start, self.f_min, self.f_max = (
-            list(warm_up_steps),
-            list(f_start),
-            list(f_min),
-            list(f_max),
-        )
+        self.lr_warm_up_steps, self.f_start = list(warm_up_steps), list(f_start)
+        self.f_min, self.f_max = list(f_min), list(f_max)
         self.cycle_lengths = list(cycle_lengths)
         self.cum_cycles = [0]
         for L in self.cycle_lengths:
@@ -91,39 +89,51 @@ class LambdaWarmUpCosineScheduler2:
         self.last_f = 0.0
         self.verbosity_interval = verbosity_interval
 
-    def find_in_interval(self, n: int) -> int:
-        "The cycle of step n: the first with n <= its cumulative end; past the end, the last one (sgm returns None)."
-        for cycle, end in enumerate(self.cum_cycles[1:]):
-            if n <= end:
-                return cycle
-        return len(self.cycle_lengths) - 1
-
-    def _locate(self, n: int) -> tuple[int, int]:
-        cycle = self.find_in_interval(n)
-        n = n - self.cum_cycles[cycle]
-        if self.verbosity_interval > 0 and n % self.verbosity_interval == 0:
-            _logpy.info(f"current step: {n}, recent lr-multiplier: {self.last_f}, current cycle {cycle}")
-        return cycle, n
-
-    def _warm_up(self, cycle: int, n: int) -> float:
-        return (self.f_max[cycle] - self.f_start[cycle]) / self.lr_warm_up_steps[cycle] * n + self.f_start[cycle]
-
-    def _after_warm_up(self, cycle: int, n: int) -> float:
-        "Half a cosine from f_max at the end of the warm-up to f_min at the end of the cycle."
-        w, L = self.lr_warm_up_steps[cycle], self.cycle_lengths[cycle]
-        t = min((n - w) / (L - w), 1.0)
-        return self.f_min[cycle] + 0.5 * (self.f_max[cycle] - self.f_min[cycle]) * (1 + math.cos(t * math.pi))
-
-    def schedule(self, n: int, **kwargs) -> float:
-        cycle, n = self._locate(n)
-        f = self._warm_up(cycle, n) if n < self.lr_warm_up_steps[cycle] else self._after_warm_up(cycle, n)
-        self.last_f = f
-        return f
-
-    def __call__(self, n: int, **kwargs) -> float:
-        return self.schedule(n, **kwargs)
+# %% ../nbs/15_lr_scheduler.ipynb #208105c1
+@patch
+def find_in_interval(self: LambdaWarmUpCosineScheduler2, n: int) -> int:
+    "The cycle of step n: the first with n <= its cumulative end; past the end, the last one (sgm returns None)."
+    for cycle, end in enumerate(self.cum_cycles[1:]):
+        if n <= end:
+            return cycle
+    return len(self.cycle_lengths) - 1
 
 
+@patch
+def _locate(self: LambdaWarmUpCosineScheduler2, n: int) -> tuple[int, int]:
+    cycle = self.find_in_interval(n)
+    n = n - self.cum_cycles[cycle]
+    if self.verbosity_interval > 0 and n % self.verbosity_interval == 0:
+        _logpy.info(f"current step: {n}, recent lr-multiplier: {self.last_f}, current cycle {cycle}")
+    return cycle, n
+
+# %% ../nbs/15_lr_scheduler.ipynb #54a4b1ec
+@patch
+def _warm_up(self: LambdaWarmUpCosineScheduler2, cycle: int, n: int) -> float:
+    return (self.f_max[cycle] - self.f_start[cycle]) / self.lr_warm_up_steps[cycle] * n + self.f_start[cycle]
+
+
+@patch
+def _after_warm_up(self: LambdaWarmUpCosineScheduler2, cycle: int, n: int) -> float:
+    "Half a cosine from f_max at the end of the warm-up to f_min at the end of the cycle."
+    w, L = self.lr_warm_up_steps[cycle], self.cycle_lengths[cycle]
+    t = min((n - w) / (L - w), 1.0)
+    return self.f_min[cycle] + 0.5 * (self.f_max[cycle] - self.f_min[cycle]) * (1 + math.cos(t * math.pi))
+
+
+@patch
+def schedule(self: LambdaWarmUpCosineScheduler2, n: int, **kwargs) -> float:
+    cycle, n = self._locate(n)
+    f = self._warm_up(cycle, n) if n < self.lr_warm_up_steps[cycle] else self._after_warm_up(cycle, n)
+    self.last_f = f
+    return f
+
+
+@patch
+def __call__(self: LambdaWarmUpCosineScheduler2, n: int, **kwargs) -> float:
+    return self.schedule(n, **kwargs)
+
+# %% ../nbs/15_lr_scheduler.ipynb #9128f27f
 class LambdaLinearScheduler(LambdaWarmUpCosineScheduler2):
     "sgm's cyclic lr multiplier: per cycle, a linear warm-up, then a line from f_max (at the cycle's start) to f_min."
 
