@@ -42,6 +42,7 @@ def test_docstrings_keep_stars_and_underscores():
     out = sm.md("to mult*dim, then 2*dim_out; value * gelu(gate), `a*b`, $a*b$", literal_emphasis=True)
     assert "mult*dim" in out and "2*dim_out" in out and "<em>" not in out
     assert "<code>a*b</code>" in out and "$a*b$" in out
+    assert "configs/&lt;name&gt;.yaml" in sm.md("the packaged configs/<name>.yaml", literal_emphasis=True)
     link = sm.md("see [`VScaling`](https://sgm-nb.github.io/sgm_nb/scalings.html#vscaling)", literal_emphasis=True)
     assert 'href="https://sgm-nb.github.io/sgm_nb/scalings.html#vscaling"' in link
 

@@ -403,18 +403,20 @@ def _screenshots(page):
             clip={"x": 0, "y": y, "width": 1280, "height": 1150, "scale": 1},
         )
         (ARTIFACTS / name).write_bytes(base64.b64decode(shot["data"]))
+    # what the first screenshot holds, from the DOM: decoded figures and typeset formulas inside its frame
+    inside = page.eval(f"""(() => {{ const y0 = {top}, y1 = {top} + 1150;
+        const within = el => {{ const r = el.getBoundingClientRect(), t = r.top + window.scrollY;
+                                return r.height > 0 && t >= y0 && t + r.height <= y1; }};
+        return {{imgs: [...document.querySelectorAll("main img")].filter(i => within(i) && i.naturalWidth > 0).length,
+                 math: [...document.querySelectorAll(".MathJax")].filter(within).length}}; }})()""")
     page.send("Emulation.setDeviceMetricsOverride", width=400, height=800, deviceScaleFactor=1, mobile=False)
+    page.eval('new Promise(r => MathJax.Hub.Queue(["Rerender", MathJax.Hub], r))')  # laid out as a phone would
     shot = page.send(
         "Page.captureScreenshot", format="png", clip={"x": 0, "y": 0, "width": 400, "height": 800, "scale": 1}
     )
     (ARTIFACTS / "scalings_400px.png").write_bytes(base64.b64decode(shot["data"]))
     page.send("Emulation.setDeviceMetricsOverride", width=1280, height=1000, deviceScaleFactor=1, mobile=False)
-    # what the first screenshot holds, from the DOM: decoded figures and typeset formulas inside its frame
-    return page.eval(f"""(() => {{ const y0 = {top}, y1 = {top} + 1150;
-        const within = el => {{ const r = el.getBoundingClientRect(), t = r.top + window.scrollY;
-                                return r.height > 0 && t >= y0 && t + r.height <= y1; }};
-        return {{imgs: [...document.querySelectorAll("main img")].filter(i => within(i) && i.naturalWidth > 0).length,
-                 math: [...document.querySelectorAll(".MathJax")].filter(within).length}}; }})()""")
+    return inside
 
 
 COPY_JS = r"""(async () => {
@@ -510,7 +512,9 @@ def _write_controls(site: Path):
 # page must make every one of them report something.
 
 _RAW_TEX = re.compile(r"\$|\\[A-Za-z]+|\\[_{}\[\]()-]")
-_RAW_HTML = re.compile(r"</?[A-Za-z][\w-]*(?:\s[^<>]*)?/?>")
+# an HTML element shown as text (a docstring's `configs/<name>.yaml` is not one)
+_TAGS = "a|b|i|p|br|hr|em|strong|code|pre|div|span|img|svg|table|thead|tbody|tr|td|th|ul|ol|li|h[1-6]|sup|sub|progress"
+_RAW_HTML = re.compile(rf"</?(?:{_TAGS}|script|style|iframe|input|button|details|summary|blockquote)\b[^<>]*/?>", re.I)
 
 
 def check_tex(p) -> list[str]:

@@ -422,7 +422,8 @@ def load_book(root: Path, proc: bool, n_workers: int) -> dict:
     book = dict(entries=list(sidebar_entries(side)), notebooks={}, pages={}, titles={}, modules={})
     book["site"] = site_cfg.get("title", cfg.get("title", "docs"))
     book["site_url"] = site_cfg.get("site-url", "").rstrip("/")
-    book["remote"] = remote_is(root, site_cfg.get("repo-url", ""))
+    book["repo_url"] = site_cfg.get("repo-url", "")
+    book["remote"] = remote_is(root, book["repo_url"])
     for _, nb_file in book["entries"]:
         nb = json.loads((cache / nb_file).read_text())
         meta = front_matter(nb)
@@ -449,7 +450,8 @@ def write_assets(out: Path):
 
 def render_bodies(book: dict) -> dict:
     "Each notebook's page body, headings with Pandoc's ids."
-    link = (lambda url: url) if book["remote"] else local_source_link
+    repo = book["repo_url"].rstrip("/")
+    link = (lambda url: url if url.startswith("http") else repo + url) if book["remote"] else local_source_link
     bodies = {}
     for _, nb in book["entries"]:
         ctx = dict(nb=nb, module=book["modules"][nb], source_link=link)

@@ -81,16 +81,17 @@ def md(text: str, literal_emphasis: bool = False) -> str:
     return restore_math(markdown2html_mistune(_PANDOC_LINK.sub(link, text)), spans)
 
 
-_KEEP = re.compile(r"`+[^`]*`+|\]\([^)]*\)|<[^>\n]+>|https?://\S+|MJXMATH\d+XHTAMXJM")
+_KEEP = re.compile(r"`+[^`]*`+|\]\([^)]*\)|<br\s*/?>|https?://[^\s)]+|MJXMATH\d+XHTAMXJM")
 
 
 def escape_emphasis(text: str) -> str:
-    "Backslash-escape `*` and `_` outside code spans, link targets, HTML tags, URLs and formulas."
+    """Backslash-escape `*`, `_` and `<` outside code spans, link targets, URLs and formulas: in a docstring
+    `mult*dim` and `sgm_nb/configs/<name>.yaml` are text (fastcore's `<br>` line breaks in tables stay)."""
     out, pos = [], 0
     for m in _KEEP.finditer(text):
-        out += [re.sub(r"([*_])", r"\\\1", text[pos : m.start()]), m.group(0)]
+        out += [re.sub(r"([*_<])", r"\\\1", text[pos : m.start()]), m.group(0)]
         pos = m.end()
-    return "".join(out + [re.sub(r"([*_])", r"\\\1", text[pos:])])
+    return "".join(out + [re.sub(r"([*_<])", r"\\\1", text[pos:])])
 
 
 # ---------------------------------------------------------------------------------------------------- show_doc
@@ -189,6 +190,20 @@ def _table_html(table: str) -> str:
     return md("\n".join(rows))
 
 
+def source_url(obj) -> str | None:
+    """Where `obj` is defined, in the form of nbdev's source links (`/blob/main/sgm_nb/x.py#L12`, no host), for the
+    entries nbdev gives none: its index of symbols skips every notebook whose path contains 'auto'
+    (`if 'auto' in cell.nb` in nbdev.doclinks), so 20_autoencoder.ipynb has no source links."""
+    try:
+        line = inspect.getsourcelines(inspect.unwrap(obj))[1]
+        module = inspect.getmodule(obj).__name__
+    except (TypeError, OSError, AttributeError):
+        return None
+    if module.split(".")[0] != "sgm_nb":
+        return None
+    return f"/blob/main/{module.replace('.', '/')}.py#L{line}"
+
+
 def render_showdoc(text: str, module: str | None, source_link) -> str | None:
     """An API entry as HTML: source link, heading, signature, docstring (literal `*` and `_`), parameter table.
     `source_link(url)` maps nbdev's source URL to the one the site links to. None when `text` is not show_doc's."""
@@ -203,7 +218,8 @@ def render_showdoc(text: str, module: str | None, source_link) -> str | None:
     doc_html = re.sub(r"^<p>(.*)</p>$", r'<p class="summary"><em>\1</em></p>', doc_html, flags=re.S)
     if more.strip():
         doc_html += md(more, literal_emphasis=True)
-    src = source_link(e["src"]) if e["src"] else None
+    src = e["src"] or (source_url(obj) if obj is not None else None)
+    src = source_link(src) if src else None
     h = e["level"]
     return "".join(
         [
