@@ -23,6 +23,7 @@ help:
 	@echo "make export     nbdev-clean + nbdev-export after editing notebooks"
 	@echo "make sync-check fail if notebooks are not clean or the library is out of sync"
 	@echo "make docs       build the offline docs site into _site/ (no Quarto, no network); open _site/index.html"
+	@echo "make docs-smoke build the site and check every page in headless Chromium (tests/test_site.py; needs chromium)"
 	@echo "make lab        start JupyterLab on nbs/"
 
 venv: $(STAMP)
@@ -71,13 +72,15 @@ export: $(STAMP)
 sync-check: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash .ci/sync-check
 
-# The offline site: nbdev's processed notebooks (_proc/) to HTML, math by the MathJax copy in _site/mathjax/.
-# With Quarto installed, `$(BIN)/nbdev-docs` builds the full site into _docs/ instead.
+# The offline site: nbdev's processed notebooks (_proc/) to HTML, math by the MathJax copy in _site/mathjax/, search by
+# the MiniSearch copy in tools/vendor/. With Quarto installed, `$(BIN)/nbdev-docs` builds the full site into _docs/.
 docs: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python tools/build_site.py
 
+# The browser check of the site alone (it builds its own copy; `make test` runs it too). nbdev-proc-nbs, which this
+# target ran before, offers to download and install Quarto (curl, sudo) when `quarto` is not on PATH.
 docs-smoke: $(STAMP)
-	$(BIN)/nbdev-proc-nbs
+	MPLBACKEND=Agg $(BIN)/python -m pytest tests/test_site.py tests/test_build_site.py -q
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab nbs

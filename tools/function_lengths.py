@@ -1,4 +1,5 @@
-"""The longest functions of the library: every function or method of `sgm_nb/` with more than `--max` lines.
+"""The longest functions of the library and the tools: every function or method of `sgm_nb/` and `tools/` with more
+than `--max` lines.
 
     .venv/bin/python tools/function_lengths.py [--max 60]
 
@@ -33,7 +34,8 @@ def function_lengths(package: Path = ROOT / "sgm_nb"):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max", type=int, default=60)
-    too_long = [(n, f) for n, f in function_lengths() if n > ap.parse_args().max]
+    lengths = function_lengths() + function_lengths(ROOT / "tools")
+    too_long = [(n, f) for n, f in lengths if n > ap.parse_args().max]
     for n, f in too_long:
         print(f"{n:4d} lines  {f}")
     sys.exit(1 if too_long else 0)
