@@ -92,10 +92,6 @@ def resolve_package_path(path) -> Path:
     return Path(str(q)) if q.is_file() else p
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
 def _torch_load(p: Path, what: str):
     # weights_only=True unpickles tensors and plain containers only: a file that asks for anything else is refused
     size = p.stat().st_size
@@ -104,15 +100,23 @@ def _torch_load(p: Path, what: str):
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
-        code = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        code = re.search(r"GLOBAL ([\w.]+)", str(e))  # the file asks to import something: a way to run code
         if code:
             raise ValueError(
                 f"refusing {what} {str(p)!r}: it asks to import {code[1]}, and loading never runs code"
             ) from None
-        why = _first_line(e).split(". ")[0]
         raise ValueError(
-            f"cannot read {what} {str(p)!r} ({size} bytes): cut short or not a torch file ({why})"
+            f"cannot read {what} {str(p)!r} ({size} bytes): cut short or not a torch file ({_why(e)})"
         ) from None
+
+
+def _why(e: BaseException) -> str:
+    "The line of a torch.load error that says what was wrong (torch's weights_only errors bury it in advice)."
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        advice = ("Please file", "Check the documentation", "Re-running", "Weights only")
+        lines = [l for l in lines if not l.startswith(advice)]
+    return lines[0].split(". ")[0] if lines else type(e).__name__
 
 # %% ../nbs/24_checkpoint.ipynb #59bbdb311c014d738909a11f9e486628
 def load_checkpoint(path, what: str = "checkpoint") -> dict:

@@ -211,7 +211,9 @@ def check_params(cls, params: Mapping, where: str):
             raise ValueError(f"{where}.{k}: {cls.__name__} has no parameter {k!r}")
         if p is not None and not _fits(v, p.annotation) and not (v is None and p.default is None):
             name = p.annotation.__name__ if isinstance(p.annotation, type) else str(p.annotation)
-            raise ValueError(f"{where}.{k} must be {name.replace('typing.', '')}, got {v!r}")
+            raise ValueError(
+                f"{where}.{k} must be {name.replace('typing.', '').replace('collections.abc.', '')}, got {v!r}"
+            )
 
 # %% ../nbs/23_config.ipynb #3971f814
 CONFIG_SECTIONS = ("model", "data", "lightning")

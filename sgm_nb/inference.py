@@ -80,21 +80,26 @@ def _fresh_ema(engine, name: str, gone: list[str]):
     note(f"the checkpoint has no {name}.* for {len(gone)} weights: the EMA uses its own weights for them")
 
 
-def _swap_in_ema(engine, ema_sd: dict, strict: bool):
-    "Sample from a checkpoint's EMA (sgm's buffer names) when the config keeps no EMA."
-    ema = LitEma(engine.model)
+def _swap_in_ema(module, ema_sd: dict, name: str, strict: bool):
+    "Sample from a checkpoint's EMA `name` (sgm's buffer names) of `module` when the config keeps no such EMA."
+    ema = LitEma(module)
     missing, unexpected = ema.load_state_dict(ema_sd, strict=False)
-    _check_fit([], [f"model_ema.{k}" for k in unexpected], strict)
+    _check_fit([], [f"{name}.{k}" for k in unexpected], strict)
     missing = [k for k in missing if k not in ("decay", "num_updates")]
     if missing:
-        note(f"the checkpoint's EMA lacks {len(missing)} network weights: those are its own weights")
-    ema.copy_to(engine.model)
+        note(f"the checkpoint's {name} lacks {len(missing)} weights: those are its own weights")
+    ema.copy_to(module)
 
 # %% ../nbs/25_inference.ipynb #f6a7b8c9
+_EMAS = (("model_ema", "model"), ("conditioner_ema", "conditioner"))
+
+
 def load_weights(engine, state_dict: Mapping, strict: bool = True):
     "Load a checkpoint's weights into `engine`, strictly unless told; EMA parts it lacks start from its weights."
     sd = dict(state_dict)
-    ema_sd = {} if engine.use_ema else {k[10:]: sd.pop(k) for k in list(sd) if k.startswith("model_ema.")}
+    # the EMA weights of parts the config keeps no EMA for are still the ones to sample from
+    no_ema = [name for name, _ in _EMAS if getattr(engine, name, None) is None]
+    ema_sds = {n: {k[len(n) + 1 :]: sd.pop(k) for k in list(sd) if k.startswith(f"{n}.")} for n in no_ema}
     try:
         missing, unexpected = engine.load_state_dict(sd, strict=False)
     except RuntimeError as e:
@@ -103,12 +108,12 @@ def load_weights(engine, state_dict: Mapping, strict: bool = True):
         raise ValueError(f"checkpoint does not fit the config: {first}") from None
     ema_gone = [k for k in missing if k.startswith(("model_ema.", "conditioner_ema."))]
     _check_fit([k for k in missing if k not in ema_gone], unexpected, strict)
-    for name in ("model_ema", "conditioner_ema"):
+    for name, part in _EMAS:
         gone = [k for k in ema_gone if k.startswith(f"{name}.")]
         if gone:
             _fresh_ema(engine, name, gone)
-    if ema_sd:
-        _swap_in_ema(engine, ema_sd, strict)
+        if ema_sds.get(name):
+            _swap_in_ema(getattr(engine, part), ema_sds[name], name, strict)
     return engine
 
 
