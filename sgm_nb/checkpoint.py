@@ -233,7 +233,7 @@ def _whole_row_upto(row: dict, step: int) -> bool:
     except ValueError:
         return False
 
-
+# %% ../nbs/24_checkpoint.ipynb #d983e3d1
 class MetricsCSV:
     "A CSV file with one row per log step, flushed per row; `truncate(step)` drops rows past a resumed step."
 
@@ -270,7 +270,7 @@ class MetricsCSV:
     def close(self):
         self.f.close()
 
-
+# %% ../nbs/24_checkpoint.ipynb #aab1fb7d
 def read_metrics(path) -> dict[str, np.ndarray]:
     "A metrics CSV (metrics.csv, image_metrics.csv) as columns of floats."
     with open(path, newline="") as f:

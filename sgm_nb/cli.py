@@ -48,7 +48,7 @@ def _sampling_args(p: argparse.ArgumentParser, n: int, n_help: str, batch_size: 
         "--non-strict", action="store_true", help="load a checkpoint that does not fit the config exactly (says what)"
     )
 
-
+# %% ../nbs/26_cli.ipynb #6e42458f
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sgm-nb", description="Train and sample sgm-style diffusion models (sgm_nb).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, help="also write the results to this .json file")
     return p
 
-
+# %% ../nbs/26_cli.ipynb #247e828b
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     "The command line, `key=value` overrides taken from anywhere on it (after any option too)."
     p = build_parser()
@@ -143,7 +143,7 @@ def _train(args) -> int:
     print(f"done: step {res.step}{loss}; checkpoint {res.checkpoint}")
     return 0
 
-
+# %% ../nbs/26_cli.ipynb #e5b95d89
 def _sampling(args) -> dict:
     "The options `sample` and `evaluate` share, as keyword arguments of `sample_grid` and `evaluate`."
     bases, overrides = split_overrides(args.base, args.overrides)
@@ -173,7 +173,7 @@ def _evaluate(args) -> int:
         print(f"wrote {args.json}")
     return 0
 
-
+# %% ../nbs/26_cli.ipynb #76c02433
 def main(argv: Sequence[str] | None = None) -> int:
     "The `sgm-nb` console script."
     args = None

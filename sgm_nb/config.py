@@ -54,6 +54,10 @@ _SGM_MODULES = {
         "sgm_nb.sigma_sampling",
         ["EDMDiscretization", "LegacyDDPMDiscretization"],
     ),
+}
+
+# %% ../nbs/23_config.ipynb #ffef4a0c
+_SGM_MODULES |= {
     "sgm.modules.diffusionmodules.loss": ("sgm_nb.loss", ["StandardDiffusionLoss"]),
     "sgm.modules.diffusionmodules.openaimodel": ("sgm_nb.unet", ["UNetModel"]),
     "sgm.modules.diffusionmodules.wrappers": ("sgm_nb.unet", ["IdentityWrapper", "OpenAIWrapper"]),
@@ -360,7 +364,7 @@ _SETTING_KEYS = {
     "image_nrow": f"{_IL}.log_images_kwargs.n_rows",
 }
 
-
+# %% ../nbs/23_config.ipynb #dc6e1d78
 def _section(d, where: str, known) -> dict:
     "The mapping `d` (None: empty) as a dict, refusing a key outside `known` by its full name."
     if d is None:

@@ -412,7 +412,7 @@ class MNIST5kLoader(InMemoryLoader):
             images, labels = images[keep], labels[keep]
         super().__init__(_pool_to(images, size), labels, batch_size, shuffle, n_classes=10)
 
-
+# %% ../nbs/21_data.ipynb #7750e7c5
 class _DownloadedLoader(InMemoryLoader):
     "The training split of a dataset that `load_dataset` downloads once into sgm_nb's data cache."
 

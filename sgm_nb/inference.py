@@ -116,7 +116,7 @@ def load_weights(engine, state_dict: Mapping, strict: bool = True):
             _swap_in_ema(getattr(engine, part), ema_sds[name], name, strict)
     return engine
 
-
+# %% ../nbs/25_inference.ipynb #86f80fde
 def _say_c_noise(engine):
     "Say which index a DiscreteDenoiser feeds the network, where sgm's and sgm_nb's differ for its scaling."
     d = engine.denoiser
@@ -326,6 +326,25 @@ def sample_grid(
     grid = to_uint8(image_grid(x, nrow=nrow))
     return save_png(grid[0] if grid.shape[0] == 1 else grid.transpose(1, 2, 0), out)
 
+# %% ../nbs/25_inference.ipynb #c2d3e4f5
+def _check_eval_n(n):
+    if not (isinstance(n, int) and 2 <= n <= 4000):
+        raise ValueError(
+            f"--n must be an integer from 2 to 4000 (the floor draws from the 4,000 training digits), got {n!r}"
+        )
+
+
+def _sample_digits(engine, shape, cls, n: int, batch_size: int, device, seed: int) -> tuple[torch.Tensor, float]:
+    "(n samples, seconds): stops at the first batch when the samples are not 1 x 28 x 28 digits."
+    chunks, t0 = [], time.perf_counter()
+    for x in sample_batches(engine, shape, cls, n, batch_size, device, seed):
+        if tuple(x.shape[1:]) != (1, 28, 28):
+            raise ValueError(
+                f"evaluate measures 1x28x28 digits; this checkpoint samples {'x'.join(map(str, x.shape[1:]))} images"
+            )
+        chunks.append(x)
+    return torch.cat(chunks), time.perf_counter() - t0
+
 # %% ../nbs/25_inference.ipynb #4d21729f
 def evaluate(
     ckpt,
@@ -342,23 +361,12 @@ def evaluate(
     strict: bool = True,
 ) -> dict:
     "Sample `n` digits from a checkpoint and measure them (sgm_nb.metrics) beside the real floor at the same n."
-    if not (isinstance(n, int) and 2 <= n <= 4000):
-        raise ValueError(
-            f"--n must be an integer from 2 to 4000 (the floor draws from the 4,000 training digits), got {n!r}"
-        )
+    _check_eval_n(n)
     json_path = _check_output(json_out, "--json", ".json") if json_out is not None else None
     engine, shp, cls, device = _prepare(
         ckpt, n, sampler, steps, cfg_scale, None, batch_size, None, bases, overrides, device, strict
     )
-    chunks, t0 = [], time.perf_counter()
-    for x in sample_batches(engine, shp, cls, n, batch_size, device, seed):
-        if tuple(x.shape[1:]) != (1, 28, 28):
-            raise ValueError(
-                f"evaluate measures 1x28x28 digits; this checkpoint samples {'x'.join(map(str, x.shape[1:]))} images"
-            )
-        chunks.append(x)
-    seconds = time.perf_counter() - t0
-    x = torch.cat(chunks)
+    x, seconds = _sample_digits(engine, shp, cls, n, batch_size, device, seed)
     res = image_metrics(x, train=mnist5k_split("train")[0], labels=cls)
     guider = getattr(engine.sampler, "guider", None)
     out = {

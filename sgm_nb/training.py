@@ -328,7 +328,7 @@ class _StopFlag:
         for s, h in self.old.items():
             signal.signal(s, h)
 
-
+# %% ../nbs/19_training.ipynb #9dac6d31
 def _should_stop(run: _Run, stop: _StopFlag, elapsed: float, sync: bool) -> str | None:
     "A signal's name or 'max_time' if the run must stop after this step, else None; ranks vote at `sync` steps."
     s, f = run.settings, run.fabric
