@@ -6,12 +6,17 @@ Docs: https://sgm-nb.github.io/sgm_nb/checkpoint.html.md"""
 
 # %% auto #0
 __all__ = ['METRIC_FIELDS', 'atomic_write', 'save_checkpoint', 'resolve_package_path', 'load_checkpoint', 'rng_state',
-           'set_rng_state', 'run_dir_for', 'resolve_resume', 'MetricsCSV', 'read_metrics']
+           'set_rng_state', 'run_dir_for', 'resolve_resume', 'remove_stale_tmp', 'note', 'MetricsCSV', 'read_metrics']
 
 # %% ../nbs/24_checkpoint.ipynb #9a63283cbaf04dbcab1f6479b197f3a8
 import csv
+import errno
+import itertools
 import os
 import random
+import re
+import socket
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -23,18 +28,50 @@ import numpy as np
 import torch
 
 # %% ../nbs/24_checkpoint.ipynb #10185d26023b46108eb7d9f57d49d2b3
+# the errors of a disk that refuses a write: reported with the name of the file being written
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG}
+
+
+def _write_failure(e: BaseException) -> OSError | None:
+    "The disk's OSError behind `e` (itself, or what it was raised from, as torch.save does), else None."
+    for err in (e, e.__cause__, e.__context__):
+        if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS and err.filename is None:
+            return err
+    return None
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def _sync_folder(folder: Path):
+    if os.name == "posix":  # the rename itself is on disk only once the folder is synced
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+# %% ../nbs/24_checkpoint.ipynb #aw0c4e1d
 @contextmanager
 def atomic_write(path, mode: str = "wb", **open_kwargs):
     "A file object for `path` that replaces it only if the block succeeds: a temporary file, synced, renamed onto it."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix = f".{path.name}.{_host()}-{os.getpid()}."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _sync_folder(path.parent)
+    except Exception as e:
+        err = _write_failure(e)
+        if err is None:
+            raise
+        raise OSError(err.errno, f"cannot write {str(path)!r}: {err.strerror}") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -55,16 +92,31 @@ def resolve_package_path(path) -> Path:
     return Path(str(q)) if q.is_file() else p
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
 def _torch_load(p: Path, what: str):
     # weights_only=True unpickles tensors and plain containers only: a file that asks for anything else is refused
+    size = p.stat().st_size
+    if size == 0:
+        raise ValueError(f"cannot read {what} {str(p)!r}: the file is empty (0 bytes)")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"cannot read {what} {str(p)!r}: {_first_line(e)}") from None
+        code = re.search(r"GLOBAL ([\w.]+)", str(e))  # the file asks to import something: a way to run code
+        if code:
+            raise ValueError(
+                f"refusing {what} {str(p)!r}: it asks to import {code[1]}, and loading never runs code"
+            ) from None
+        raise ValueError(
+            f"cannot read {what} {str(p)!r} ({size} bytes): cut short or not a torch file ({_why(e)})"
+        ) from None
+
+
+def _why(e: BaseException) -> str:
+    "The line of a torch.load error that says what was wrong (torch's weights_only errors bury it in advice)."
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        advice = ("Please file", "Check the documentation", "Re-running", "Weights only")
+        lines = [l for l in lines if not l.startswith(advice)]
+    return lines[0].split(". ")[0] if lines else type(e).__name__
 
 # %% ../nbs/24_checkpoint.ipynb #59bbdb311c014d738909a11f9e486628
 def load_checkpoint(path, what: str = "checkpoint") -> dict:
@@ -105,25 +157,57 @@ def set_rng_state(st: dict):
 
 # %% ../nbs/24_checkpoint.ipynb #3ed186c9a28b402fb0bc4494df01f08d
 def run_dir_for(config_name: str, logdir="runs", name: str | None = None) -> Path:
-    "A fresh run folder `logdir/<time>_<name>`, like sgm's `logs/<time>_<config name>`."
-    now = time.strftime("%Y-%m-%dT%H-%M-%S")
-    base = Path(logdir) / f"{now}_{name or config_name}"
-    d, i = base, 1
-    while d.exists():
-        d, i = base.with_name(f"{base.name}-{i}"), i + 1
-    return d
+    "A fresh run folder `logdir/<time>_<name>` (sgm's `logs/<time>_<config name>`), created here and by no one else."
+    base = Path(logdir) / f"{time.strftime('%Y-%m-%dT%H-%M-%S')}_{name or config_name}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for i in itertools.count():
+        d = base if i == 0 else base.with_name(f"{base.name}-{i}")
+        try:
+            d.mkdir()
+            return d
+        except FileExistsError:
+            continue
 
 
-def resolve_resume(resume) -> tuple[Path, Path]:
-    "(run directory, checkpoint) for `--resume` given a run folder or a checkpoint file."
+def resolve_resume(resume) -> tuple[Path | None, Path]:
+    "(run folder, checkpoint) for `--resume`: a run folder or a checkpoint; the folder is None for a loose checkpoint."
     p = Path(resume)
-    if p.is_dir():
-        ckpt, run = p / "checkpoints" / "last.ckpt", p
-    else:
-        ckpt, run = p, p.parent.parent
+    ckpt = p / "checkpoints" / "last.ckpt" if p.is_dir() else p
     if not ckpt.is_file():
         raise FileNotFoundError(f"cannot resume: {str(ckpt)!r} does not exist")
-    return run, ckpt
+    if p.is_dir():
+        return p, ckpt
+    run = next((a.parent for a in p.absolute().parents if a.name == "checkpoints"), None)
+    return (run if run is not None and (run / "config.yaml").is_file() else None), ckpt
+
+# %% ../nbs/24_checkpoint.ipynb #b7e2c4a1
+_TMP_NAME = re.compile(r"\..+\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[^.]*\.tmp")
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, owned by someone else
+        return False
+    return False
+
+
+def remove_stale_tmp(folder) -> list[Path]:
+    "Remove the temporary files under `folder` whose writer was a process of this machine that is gone; their paths."
+    gone = []
+    for p in Path(folder).rglob(".*.tmp"):
+        m = _TMP_NAME.fullmatch(p.name)
+        if m and m["host"] == _host() and _process_gone(int(m["pid"])):
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
+
+
+def note(message: str):
+    "Say on stderr what loading or resuming decided on its own (a fallback, a changed setting), in one line."
+    print(f"note: {message}", file=sys.stderr, flush=True)
 
 # %% ../nbs/24_checkpoint.ipynb #379cbbc1e968416e875cc15c1202d7eb
 METRIC_FIELDS = [
@@ -140,6 +224,16 @@ METRIC_FIELDS = [
 ]
 
 
+def _whole_row_upto(row: dict, step: int) -> bool:
+    "A row with every field (not cut short by a kill) and a step <= `step`."
+    if None in row or None in row.values():
+        return False
+    try:
+        return int(row["step"]) <= step
+    except ValueError:
+        return False
+
+# %% ../nbs/24_checkpoint.ipynb #d983e3d1
 class MetricsCSV:
     "A CSV file with one row per log step, flushed per row; `truncate(step)` drops rows past a resumed step."
 
@@ -154,26 +248,29 @@ class MetricsCSV:
 
     @staticmethod
     def truncate(path, step: int):
-        "Keep the rows of the CSV at `path` up to `step` (rewritten through `atomic_write`)."
+        "Keep the whole rows of the CSV at `path` up to `step` (rewritten through `atomic_write`)."
         path = Path(path)
         if not path.exists():
             return
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            fields, rows = reader.fieldnames, [r for r in reader if int(r["step"]) <= step]
+            fields, rows = reader.fieldnames, [r for r in reader if _whole_row_upto(r, step)]
         with atomic_write(path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
             w.writerows(rows)
 
     def write(self, row: dict):
-        self.w.writerow({k: row.get(k, "") for k in self.fields})
-        self.f.flush()
+        try:
+            self.w.writerow({k: row.get(k, "") for k in self.fields})
+            self.f.flush()
+        except OSError as e:
+            raise OSError(e.errno, f"cannot write {str(self.path)!r}: {e.strerror}") from None
 
     def close(self):
         self.f.close()
 
-
+# %% ../nbs/24_checkpoint.ipynb #aab1fb7d
 def read_metrics(path) -> dict[str, np.ndarray]:
     "A metrics CSV (metrics.csv, image_metrics.csv) as columns of floats."
     with open(path, newline="") as f:

@@ -8,8 +8,8 @@ Docs: https://sgm-nb.github.io/sgm_nb/data.html.md"""
 __all__ = ['MNIST5K_FILE', 'DATASETS', 'uint8_to_float', 'make_batch', 'ImageDataset', 'build_mnist5k', 'load_mnist5k',
            'mnist5k_split', 'mnist5k_dataset', 'pixel_stats', 'Resource', 'DownloadError', 'data_dir', 'md5sum',
            'download', 'read_idx', 'read_cifar10', 'load_dataset', 'write_idx', 'InMemoryLoader', 'MNIST5kLoader',
-           'MNISTLoader', 'CIFAR10Loader', 'toy_gmm', 'sample_gmm', 'ToyDataset', 'save_png', 'save_mnist5k_grid',
-           'data_demo']
+           'MNISTLoader', 'CIFAR10Loader', 'make_shapes10', 'Shapes10Loader', 'toy_gmm', 'sample_gmm', 'ToyDataset',
+           'save_png', 'save_mnist5k_grid', 'data_demo']
 
 # %% ../nbs/21_data.ipynb #d8d4448e
 import gzip
@@ -221,7 +221,8 @@ def _fetch(url: str, f, timeout: float) -> str:
 def download(resource: Resource, dest_dir: str | Path, timeout: float = 30.0) -> Path:
     "Fetch `resource` into `dest_dir` unless a file with the right MD5 is already there; returns its path."
     dest = Path(dest_dir) / resource.filename
-    if dest.exists() and md5sum(dest) == resource.md5:
+    cached = md5sum(dest) if dest.is_file() else None
+    if cached == resource.md5:
         return dest
     errors = []
     for url in resource.urls:
@@ -236,10 +237,12 @@ def download(resource: Resource, dest_dir: str | Path, timeout: float = 30.0) ->
             return dest
         except (urllib.error.URLError, OSError, ValueError) as e:
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
-    raise DownloadError(
-        f"cannot download {resource.filename} (offline?): {'; '.join(errors)}. "
-        f"Copy the file into {dest.parent} or set SGM_NB_DATA to a folder that has it"
+    todo = (
+        f"{dest} is there but is not the right file (md5 {cached}, expected {resource.md5}): replace or delete it"
+        if cached is not None
+        else f"Copy the file into {dest.parent} or set SGM_NB_DATA to a folder that has it"
     )
+    raise DownloadError(f"cannot download {resource.filename} (offline?): {'; '.join(errors)}. {todo}")
 
 # %% ../nbs/21_data.ipynb #5dd45e6e
 def read_idx(path: str | Path) -> np.ndarray:
@@ -409,11 +412,11 @@ class MNIST5kLoader(InMemoryLoader):
             images, labels = images[keep], labels[keep]
         super().__init__(_pool_to(images, size), labels, batch_size, shuffle, n_classes=10)
 
-
+# %% ../nbs/21_data.ipynb #7750e7c5
 class _DownloadedLoader(InMemoryLoader):
     "The training split of a dataset that `load_dataset` downloads once into sgm_nb's data cache."
 
-    dataset = ""
+    dataset, offline = "", ""  # the dataset's name, and the loader that stands in for it offline
 
     def __init__(
         self,
@@ -423,19 +426,60 @@ class _DownloadedLoader(InMemoryLoader):
         shuffle: bool = True,
         root: str | None = None,
     ):
-        super().__init__(*load_dataset(self.dataset, "train", root=root), batch_size, shuffle, n_classes=10)
+        try:
+            images, labels = load_dataset(self.dataset, "train", root=root)
+        except DownloadError as e:
+            raise DownloadError(f"{e}; to train offline, use data.target={self.offline}") from None
+        super().__init__(images, labels, batch_size, shuffle, n_classes=10)
 
 
 class MNISTLoader(_DownloadedLoader):
     "sgm's MNISTLoader: the 60,000 MNIST training digits (downloaded once into sgm_nb's data cache)."
 
-    dataset = "mnist"
+    dataset, offline = "mnist", "sgm_nb.data.MNIST5kLoader"
 
 
 class CIFAR10Loader(_DownloadedLoader):
     "sgm's CIFAR10Loader: the 50,000 CIFAR-10 training images (downloaded once into sgm_nb's data cache)."
 
-    dataset = "cifar10"
+    dataset, offline = "cifar10", "sgm_nb.data.Shapes10Loader"
+
+# %% ../nbs/21_data.ipynb #c9d0e1f2
+# tab10's colours, one for each class of the generated colour set
+_SHAPES10_COLOURS = np.array(
+    [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189]]
+    + [[140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]],
+    dtype=np.float32,
+)
+
+
+def make_shapes10(n: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    "`n` uint8 images (n, 3, 32, 32) of 10 classes, a disc of the class's colour on a grey ground, and their labels."
+    rng = np.random.default_rng(check_int("seed", seed, 0))
+    labels = np.arange(check_int("n", n)) % 10
+    yy, xx = np.mgrid[:32, :32].astype(np.float32)
+    cy, cx = rng.uniform(12, 20, (2, n, 1, 1, 1)).astype(np.float32)  # near enough to the centre to cover it
+    r = rng.uniform(6, 12, (n, 1, 1, 1)).astype(np.float32)
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+    ground = rng.uniform(0, 100, (n, 1, 1, 1)).astype(np.float32)
+    x = np.where(disc, _SHAPES10_COLOURS[labels][:, :, None, None], ground)
+    x += 8 * rng.standard_normal((n, 3, 32, 32), dtype=np.float32)
+    return np.clip(np.round(x), 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+
+class Shapes10Loader(InMemoryLoader):
+    "A generated stand-in for CIFAR-10 that needs no network: `n` coloured discs of 10 classes, 3 x 32 x 32."
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        n: int = 5000,
+        seed: int = 0,
+        shuffle: bool = True,
+        num_workers: int = 0,
+        prefetch_factor: int = 2,
+    ):
+        super().__init__(*make_shapes10(n, seed), batch_size, shuffle, n_classes=10)
 
 # %% ../nbs/21_data.ipynb #65345708
 def toy_gmm(name: str = "ring8", dtype=torch.float64) -> dict:

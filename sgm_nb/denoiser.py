@@ -47,10 +47,12 @@ class DiscreteDenoiser(Denoiser):
         num_idx: int,
         discretization_config: dict,
         do_append_zero: bool = False,
-        quantize_c_noise: bool = True,
+        quantize_c_noise: bool | str = True,
         flip: bool = True,
     ):
         super().__init__(scaling_config)
+        if not (isinstance(quantize_c_noise, bool) or quantize_c_noise == "sgm"):
+            raise ValueError(f"quantize_c_noise must be true, false or 'sgm', got {quantize_c_noise!r}")
         self.discretization = instantiate_from_config(discretization_config)
         sigmas = self.discretization(num_idx, do_append_zero=do_append_zero, flip=flip)
         self.register_buffer("sigmas", sigmas)
@@ -68,5 +70,8 @@ class DiscreteDenoiser(Denoiser):
         return self.idx_to_sigma(self.sigma_to_idx(sigma))
 
     def possibly_quantize_c_noise(self, c_noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        # the index of sigma, not of c_noise: sgm's sigma_to_idx(c_noise) is only right when c_noise == sigma
+        # the index of sigma, not of c_noise: sgm's sigma_to_idx(c_noise) is only right when c_noise == sigma;
+        # "sgm" keeps sgm's mapping, so that a network sgm trained gets the inputs it was trained on
+        if self.quantize_c_noise == "sgm":
+            return self.sigma_to_idx(c_noise)
         return self.sigma_to_idx(sigma) if self.quantize_c_noise else c_noise

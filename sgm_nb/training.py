@@ -13,6 +13,7 @@ import inspect
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -32,14 +33,17 @@ from sgm_nb.checkpoint import (
     MetricsCSV,
     atomic_write,
     load_checkpoint,
+    note,
+    remove_stale_tmp,
     resolve_resume,
     rng_state,
     run_dir_for,
     save_checkpoint,
     set_rng_state,
 )
-from .config import TrainSettings, build_data, build_engine, to_container
+from .config import TrainSettings, build_data, build_engine, checkpoint_config, to_container
 from .data import save_png
+from .inference import load_weights
 from .metrics import image_metrics, real_floor
 from .utils import image_grid, to_uint8
 
@@ -107,18 +111,54 @@ def _launch(fabric):
     return fabric
 
 # %% ../nbs/19_training.ipynb #10185d26023b46108eb7d9f57d49d2b3
-def _resume(config, resume, seed: int):
-    "(config, checkpoint, seed, run folder): a resumed run's own config with `config` merged on top, and its seed."
-    ckpt = run_dir = None
-    if resume is not None:
-        run_dir, path = resolve_resume(resume)
-        ckpt = load_checkpoint(path)
-        if "global_step" not in ckpt:
-            raise ValueError(f"{str(path)!r} is not a training checkpoint (no 'global_step')")
-        saved = OmegaConf.create(ckpt["config"])
-        config, seed = (OmegaConf.merge(saved, config) if config is not None else saved), ckpt.get("seed", seed)
-    config = config if isinstance(config, DictConfig) else OmegaConf.create(to_container(config))
-    return config, ckpt, seed, run_dir
+def _leaves(cfg, where: str = "") -> dict:
+    "Every leaf of a config tree by its dotted key."
+    if isinstance(cfg, dict) and cfg:
+        return {k2: v2 for k, v in cfg.items() for k2, v2 in _leaves(v, f"{where}{k}.").items()}
+    if isinstance(cfg, list) and cfg:
+        return {k2: v2 for i, v in enumerate(cfg) for k2, v2 in _leaves(v, f"{where}{i}.").items()}
+    return {where[:-1]: cfg}
+
+
+def _changed_settings(saved, merged) -> list[str]:
+    "'key old -> new' for every leaf of the config that the resumed run changes."
+    a, b = _leaves(to_container(saved)), _leaves(to_container(merged))
+    unset = "(unset)"
+    return [
+        f"{k} {a.get(k, unset)!r} -> {b.get(k, unset)!r}" for k in sorted({*a, *b}, key=str) if a.get(k) != b.get(k)
+    ]
+
+
+def _behind_last(run_dir: Path, path: Path, ckpt: dict) -> bool:
+    "Whether `ckpt` (at `path`) is behind the run's own last.ckpt, which resuming in place would overwrite."
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file() or last.resolve() == path.resolve():
+        return False
+    return load_checkpoint(last).get("global_step", 0) > ckpt["global_step"]
+
+# %% ../nbs/19_training.ipynb #a2b3c4d5
+def _resume(config, resume, seed: int | None):
+    "(config, checkpoint, seed, run folder, checkpoint path): a resumed run's own config, `config` merged on top."
+    if resume is None:
+        config = config if isinstance(config, DictConfig) else OmegaConf.create(to_container(config))
+        return config, None, 23 if seed is None else seed, None, None
+    run_dir, path = resolve_resume(resume)
+    ckpt = load_checkpoint(path)
+    if "global_step" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{str(path)!r} is not a checkpoint of sgm-nb train (no 'global_step' or 'config')")
+    if seed is not None and seed != ckpt.get("seed"):
+        raise ValueError(f"seed {seed} is not the seed {ckpt.get('seed')} of the run being resumed; it keeps its own")
+    if run_dir is not None and _behind_last(run_dir, path, ckpt):
+        note(f"{path} is behind {run_dir}'s last.ckpt: it is continued in a new run folder, {run_dir} is left as it is")
+        run_dir = None
+    elif run_dir is None:
+        note(f"{path} lies outside a run folder: it is continued in a new run folder")
+    saved = OmegaConf.create(checkpoint_config(ckpt, path))
+    merged = OmegaConf.merge(saved, config) if config is not None else saved
+    changed = _changed_settings(saved, merged)
+    if changed:
+        note(f"resuming {path} with changed settings: {'; '.join(changed)}")
+    return merged, ckpt, ckpt.get("seed", 23), run_dir, path
 
 
 def build_run(config, seed: int = 23, loader=None, ckpt: dict | None = None):
@@ -129,7 +169,7 @@ def build_run(config, seed: int = 23, loader=None, ckpt: dict | None = None):
     engine.on_train_start()
     loader = loader if loader is not None else build_data(config)
     if ckpt is not None:
-        engine.load_state_dict(ckpt["state_dict"])
+        load_weights(engine, ckpt["state_dict"])
     opt, sched = engine.configure_optimizers()
     return engine, loader, opt, sched
 
@@ -172,20 +212,29 @@ def _epoch(run: _Run, step: int) -> int:
     return step * run.settings.accumulate_grad_batches // run.loader.batches_per_epoch(run.fabric.world_size)
 
 # %% ../nbs/19_training.ipynb #7cdc8c89c7104fffa095e18ddfef8986
-def _open_run_dir(fabric, run_dir, config) -> Path:
-    "Create the run folder (rank 0; the others wait), drop temporary files of a run killed mid-save, write config.yaml."
-    run_dir = Path(fabric.broadcast(str(run_dir)))
+def _open_run_dir(fabric, run_dir, logdir, name: str | None, config) -> tuple[Path, bool]:
+    "(run folder, whether this call created it): `run_dir`, else a fresh one; rank 0 makes it, the others wait."
+    path, created = "", False
     if fabric.is_global_zero:
-        (run_dir / "images").mkdir(parents=True, exist_ok=True)
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
-        for stale in (run_dir / "checkpoints").rglob(".*.tmp"):
-            stale.unlink(missing_ok=True)
-        with atomic_write(run_dir / "config.yaml", "w") as f:
+        created = run_dir is None or not Path(run_dir).exists()
+        path = run_dir_for(name or "run", logdir, name) if run_dir is None else Path(run_dir)
+        (path / "images").mkdir(parents=True, exist_ok=True)
+        (path / "checkpoints").mkdir(exist_ok=True)
+        for folder in (path, *path.parent.glob("*/checkpoints")):  # what killed writers left, here and beside
+            remove_stale_tmp(folder)
+        with atomic_write(path / "config.yaml", "w") as f:
             f.write(OmegaConf.to_yaml(config))
+    path, created = fabric.broadcast((str(path), created))
     fabric.barrier()
-    return run_dir
+    return Path(path), created
 
 
+def _discard(fabric, run_dir: Path):
+    "Remove a run folder this run created and never wrote a checkpoint into (rank 0)."
+    if fabric.is_global_zero and not (run_dir / "checkpoints" / "last.ckpt").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+# %% ../nbs/19_training.ipynb #b3c4d5e6
 def _restore(run: _Run, ckpt: dict | None) -> int:
     "Continue from `ckpt`: optimizer and schedule, the random streams, and the metrics files cut back to its step."
     if ckpt is None:
@@ -255,9 +304,9 @@ def _update(run: _Run):
 
 # %% ../nbs/19_training.ipynb #59bbdb311c014d738909a11f9e486628
 class _StopFlag:
-    "Catches SIGTERM/SIGUSR1 while training; restores the previous handlers on exit."
+    "Catches SIGINT/SIGTERM/SIGUSR1 while training (a second SIGINT stops at once); restores the handlers on exit."
 
-    SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s is not None)
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, n))
 
     def __init__(self):
         self.signum, self.old = None, {}
@@ -269,13 +318,17 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame):
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if signum == signal.SIGINT:
+            print("\ninterrupted: stopping after this step with a checkpoint (again: stop now)", file=sys.stderr)
         self.signum = signum
 
     def __exit__(self, *exc):
         for s, h in self.old.items():
             signal.signal(s, h)
 
-
+# %% ../nbs/19_training.ipynb #9dac6d31
 def _should_stop(run: _Run, stop: _StopFlag, elapsed: float, sync: bool) -> str | None:
     "A signal's name or 'max_time' if the run must stop after this step, else None; ranks vote at `sync` steps."
     s, f = run.settings, run.fabric
@@ -494,58 +547,65 @@ class TrainResult:
     stopped_by: str | None = None
     last_loss: float | None = None
 
+# %% ../nbs/19_training.ipynb #c4d5e6f7
+def _steps(run: _Run, log: _RunLog, stop: _StopFlag, res: TrainResult):
+    "The steps from `res.step` to the end, a signal or max_time; `res` follows the last step and checkpoint."
+    s = run.settings
+    for step in log.steps(res.step):
+        loss, gnorm = _accumulate(run, step)
+        done = step + 1
+        is_log, is_ckpt = (done % n == 0 or done == run.total for n in (s.log_every_n_steps, s.checkpoint_every))
+        res.stopped_by = _should_stop(run, stop, log.elapsed(), sync=is_log or is_ckpt)
+        is_log = is_log or res.stopped_by is not None
+        if is_log and gnorm is None:
+            gnorm = _grad_norm(run.opt)
+        _update(run)
+        log.add(loss)
+        res.step, want_ckpt, want_grid = done, is_ckpt or res.stopped_by is not None, s.wants_images(done)
+        if is_log or want_ckpt or want_grid:  # before the grid and the checkpoint: never from diverged weights
+            res.last_loss = log.check(done, res.checkpoint)
+        if is_log:
+            log.row(done, gnorm)
+        if want_grid:
+            log.grid(done)
+        if want_ckpt:
+            res.checkpoint = _save(run, done)
+        if res.stopped_by is not None:
+            break
+
 # %% ../nbs/19_training.ipynb #db7b79bc585a40fcaf58bf750017e135
 def train(
     config,
     logdir="runs",
     name: str | None = None,
     resume=None,
-    seed: int = 23,
+    seed: int | None = None,
     run_dir=None,
     loader=None,
     progress: bool | None = None,
     verbose: bool = True,
 ) -> TrainResult:
-    "Train `config` (a merged config) with Lightning Fabric; where it stopped. `resume`: a run folder or a checkpoint."
+    "Train `config` with Lightning Fabric; where it stopped. `resume`: a run or checkpoint; `seed`: 23 for new runs."
     # -- 1. the config, settings and seed (a resumed run's own, `config` merged on top); everything built from them
-    config, ckpt, seed, resumed_dir = _resume(config, resume, seed)
+    config, ckpt, seed, resumed_dir, resumed_from = _resume(config, resume, seed)
     settings = TrainSettings.from_config(config.get("lightning"))
     engine, loader, opt, sched = build_run(config, seed, loader, ckpt)
-    # -- 2. devices and processes, the run folder
+    # -- 2. devices and processes; the run folder, created here unless it is the resumed run's
     fabric = _launch(make_fabric(settings))
-    run_dir = _open_run_dir(fabric, resumed_dir or run_dir or run_dir_for(name or "run", logdir, name), config)
-    run = _setup(fabric, engine, opt, sched, loader, settings, config, seed, run_dir)
-    # -- 3. the state of the run being resumed
-    start = _restore(run, ckpt)
-    last_ckpt = run_dir / "checkpoints" / "last.ckpt" if ckpt is not None else None
-    log, done, stopped_by = _RunLog(run, verbose, progress), start, None
-    # -- 4. the steps
-    engine.train()
+    run_dir, created = _open_run_dir(fabric, resumed_dir or run_dir, logdir, name, config)
+    res, log = TrainResult(run_dir, 0, resumed_from), None
     try:
+        run = _setup(fabric, engine, opt, sched, loader, settings, config, seed, run_dir)
+        # -- 3. the state of the run being resumed
+        res.step = _restore(run, ckpt)
+        log = _RunLog(run, verbose, progress)
+        # -- 4. the steps, to the end, a signal (SIGINT, SIGTERM, SIGUSR1) or max_time
+        engine.train()
         with _StopFlag() as stop:
-            for step in log.steps(start):
-                loss, gnorm = _accumulate(run, step)
-                done = step + 1
-                is_log, is_ckpt = (
-                    done % n == 0 or done == run.total for n in (settings.log_every_n_steps, settings.checkpoint_every)
-                )
-                stopped_by = _should_stop(run, stop, log.elapsed(), sync=is_log or is_ckpt)
-                is_log = is_log or stopped_by is not None
-                if is_log and gnorm is None:
-                    gnorm = _grad_norm(run.opt)
-                _update(run)
-                log.add(loss)
-                want_ckpt, want_grid = is_ckpt or stopped_by is not None, settings.wants_images(done)
-                if is_log or want_ckpt or want_grid:
-                    log.check(done, last_ckpt)
-                if is_log:
-                    log.row(done, gnorm)
-                if want_grid:
-                    log.grid(done)
-                if want_ckpt:
-                    last_ckpt = _save(run, done)
-                if stopped_by is not None:
-                    break
+            _steps(run, log, stop, res)
+        return res
     finally:
-        log.close()
-    return TrainResult(run_dir, done, last_ckpt, stopped_by, log.last_loss)
+        if log is not None:
+            log.close()
+        if created:  # a new folder that never got a checkpoint holds nothing to continue from
+            _discard(fabric, run_dir)

@@ -60,6 +60,23 @@ def copy_tracked_tree(dest: Path) -> Path:
     return dest
 
 
+class Result:
+    "What a finished `sgm-nb` call returned: exit status and output, as subprocess.CompletedProcess has them."
+
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def cli_inproc(*args, cwd, capsys, monkeypatch) -> Result:
+    "`main()` in this process (no interpreter start-up): for the paths that fail or finish in seconds."
+    from sgm_nb.cli import main
+
+    monkeypatch.chdir(cwd)
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return Result(code, out.out, out.err)
+
+
 def one_line_error(r, command, *needles):
     "Assert that a finished `sgm-nb <command>` failed with exactly one line on stderr containing every needle."
     assert r.returncode != 0

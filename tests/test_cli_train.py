@@ -5,23 +5,8 @@ import json
 import matplotlib.pyplot as plt
 import pytest
 import torch
-from helpers import cli, one_line_error, tiny_config
+from helpers import cli, cli_inproc, one_line_error, tiny_config
 from omegaconf import OmegaConf
-
-
-class _Result:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-def cli_inproc(*args, cwd, capsys, monkeypatch):
-    "main() in this process (no interpreter start-up): for the error paths, which fail before any training."
-    from sgm_nb.cli import main
-
-    monkeypatch.chdir(cwd)
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return _Result(code, out.out, out.err)
 
 
 @pytest.fixture(scope="module")

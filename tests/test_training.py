@@ -96,27 +96,66 @@ SIGTERM_RUN = textwrap.dedent("""
 """)
 
 
+def _stop_a_run_with(sig, logdir, cmd, **kw):
+    "Start `cmd` (a run under `logdir` that checkpoints only at its end), send `sig` after its second row."
+    p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    t0 = time.time()
+    rows = lambda: max((len(m.read_text().splitlines()) for m in Path(logdir).rglob("metrics.csv")), default=0)
+    while time.time() - t0 < 120 and rows() < 3:
+        time.sleep(0.2)
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=120)
+    return p, out, err
+
+
 @pytest.mark.subprocess
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
+    "Before the first scheduled checkpoint (every 100,000 steps): the signal's checkpoint makes the run resumable."
     run = tmp_path / "run"
+    p, out, err = _stop_a_run_with(sig, tmp_path, [PY, "-c", SIGTERM_RUN, str(run), str(Path(__file__).parent)])
+    assert p.returncode == 0, err
+    _, by, step = out.split()[-3:]
+    ck = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert by == sig.name and ck["global_step"] == int(step) >= 2
+    assert read_metrics(run / "metrics.csv")["step"][-1] == int(step)
+    assert "Traceback" not in err
+
+
+@pytest.mark.subprocess
+def test_ctrl_c_on_the_command_line_saves_and_exits_130(tmp_path):
+    OmegaConf.save(tiny_config(100_000, every=100_000), tmp_path / "tiny.yaml")
+    cmd = [PY, "-m", "sgm_nb.cli", "train", "--base", "tiny.yaml", "--no-progress"]
+    p, out, err = _stop_a_run_with(signal.SIGINT, tmp_path / "runs", cmd, cwd=tmp_path)
+    assert p.returncode == 130 and "stopped by SIGINT at step" in out and "Traceback" not in err, err
+    (folder,) = (tmp_path / "runs").iterdir()
+    step = load_checkpoint(folder / "checkpoints" / "last.ckpt")["global_step"]
+    r = subprocess.run(
+        [PY, "-m", "sgm_nb.cli", "train", "--resume", folder, f"lightning.trainer.max_steps={step + 1}"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0 and f"done: step {step + 1}" in r.stdout, r.stderr
+
+
+@pytest.mark.subprocess
+def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     p = subprocess.Popen(
-        [PY, "-c", SIGTERM_RUN, str(run), str(Path(__file__).parent)],
+        [PY, "-m", "sgm_nb.cli", "train", "--base", "mnist_tiny"],
+        cwd=tmp_path,
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    metrics = run / "metrics.csv"
-    t0 = time.time()
-    while time.time() - t0 < 120 and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
-        time.sleep(0.2)
-    p.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # the interpreter is up; torch is still loading
+    p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
-    assert p.returncode == 0, err
-    _, by, step = out.split()[-3:]
-    ck = load_checkpoint(run / "checkpoints" / "last.ckpt")
-    assert by == "SIGTERM" and ck["global_step"] == int(step) >= 2
-    assert read_metrics(metrics)["step"][-1] == int(step)
+    assert p.returncode == 130 and err.strip() in ("sgm-nb: interrupted", "sgm-nb train: interrupted"), err
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
 
 
 class PoisonedLoader(MNIST5kLoader):
@@ -141,6 +180,17 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert ck["global_step"] == 4
     assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
+
+
+def test_a_loss_gone_nan_at_an_image_step_stops_before_the_grid(tmp_path):
+    "The check runs before the grid: no grid is drawn, and no FLD computed, from diverged weights."
+    cfg = tiny_config(10, every=4, log_every_n_steps=1000)
+    cfg.lightning.callbacks.image_logger.params.update(batch_frequency=5, increase_log_steps=False)
+    ld = PoisonedLoader(at=4, batch_size=8, limit=64, size=None)  # 28 px digits: grids are measured; step 5 is NaN
+    with pytest.raises(NonFiniteLossError, match="between steps 5 and 5; the last good checkpoint is .*last.ckpt"):
+        train(cfg, run_dir=tmp_path / "run", loader=ld, progress=False, verbose=False)
+    assert list((tmp_path / "run" / "images").iterdir()) == []
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 4
 
 
 def test_max_time_checkpoints_and_stops(tmp_path):
