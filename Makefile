@@ -17,7 +17,7 @@ help:
 	@echo "make train      train the main job and sample from it (CONFIG=mnist_cpu, or mnist_cond with a GPU; creates .venv)"
 	@echo "make demo       the data demo: a grid of the embedded digits"
 	@echo "make test       run the whole test suite: every notebook (slow cells included) and tests/"
-	@echo "make test-fast  the quick tier (about a minute): tests/ not marked slow, subprocess or browser, and ruff"
+	@echo "make test-fast  the quick tier (under two minutes): tests/ not marked slow, subprocess or browser, and ruff"
 	@echo "make lint       ruff check and ruff format --check (library, notebooks, tests, benchmarks, tools); no function over 60 lines"
 	@echo "make format     ruff format the notebooks, tests, benchmarks and tools, then export the library"
 	@echo "make export     nbdev-clean + nbdev-export after editing notebooks"
