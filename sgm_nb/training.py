@@ -74,7 +74,7 @@ def _device_count(devices) -> int:
     parts = [p for p in str(devices).split(",") if p.strip()]
     return len(parts) if len(parts) > 1 or str(devices).strip().endswith(",") else int(parts[0])
 
-
+# %% ../nbs/19_training.ipynb #916684f9a58a4a2aa5f864670399430d
 def make_fabric(s: TrainSettings):
     "A Lightning Fabric for the settings: CUDA + bf16-mixed when present, else CPU fp32; DDP for several processes."
     from lightning_fabric import Fabric
@@ -383,7 +383,7 @@ def _tensorboard(run_dir: Path):
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
 
-
+# %% ../nbs/19_training.ipynb #1671c31a24314836a5b85d7ef7fbf015
 def _sigma_stats(sigmas) -> dict:
     if sigmas is None:
         return {}
@@ -515,7 +515,7 @@ def row(self: _RunLog, done: int, gnorm: torch.Tensor):
         )
     self.images, self.t_last = 0, now
 
-
+# %% ../nbs/19_training.ipynb #33b0902fd34d4ace834912fa1002cf8e
 @patch
 def grid(self: _RunLog, done: int):
     "An EMA sample grid (and, the first time, the input batch), measured when its samples are 1x28x28 digits."
