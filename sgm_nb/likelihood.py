@@ -35,7 +35,7 @@ def divergence_hutchinson(fn, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch
 
 # %% ../nbs/13_likelihood.ipynb #a8148fa2
 def _likelihood_drift(denoiser, eps: torch.Tensor | None):
-    "d/dσ of the state (x, Δ log p): ((x - D)/σ, (d - div D)/σ), the divergence exact or, given probes eps, Hutchinson's."
+    "d/dσ of the state (x, Δ log p): ((x - D)/σ, (d - div D)/σ); the divergence exact, or Hutchinson's given probes."
 
     def drift(state, s):
         fn = lambda z: denoiser(z, torch.full((len(z),), s, dtype=z.dtype, device=z.device)).double()
