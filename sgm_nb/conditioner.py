@@ -7,13 +7,14 @@ Docs: https://sgm-nb.github.io/sgm_nb/conditioner.html.md"""
 # %% auto #0
 __all__ = ['AbstractEmbModel', 'IdentityEncoder', 'ClassEmbedder', 'GeneralConditioner']
 
-# %% ../nbs/10_conditioner.ipynb #c1bf17ed
+# %% ../nbs/10_conditioner.ipynb #8f45ca1d
 import types
 from collections.abc import Sequence
 from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
+from fastcore.basics import patch, patch_to
 
 from .utils import append_dims, instantiate_from_config
 
@@ -49,7 +50,7 @@ class ClassEmbedder(AbstractEmbModel):
         "The batch entry for 'no class': the last class index, for models trained with a spare null class."
         return {self.input_key: torch.full((bs,), self.n_classes - 1, dtype=torch.long, device=device)}
 
-# %% ../nbs/10_conditioner.ipynb #52fdd604
+# %% ../nbs/10_conditioner.ipynb #a312c3ac
 def _disabled_train(self, mode: bool = True):
     "train() for frozen embedders: stay in eval mode."
     return self
@@ -88,63 +89,73 @@ class GeneralConditioner(nn.Module):
         embedder.legacy_ucg_val = cfg.get("legacy_ucg_value", None)
         return embedder
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        "Parameters of the trainable embedders (for the optimizer and the EMA)."
-        return [p for e in self.embedders if e.is_trainable for p in e.parameters()]
+# %% ../nbs/10_conditioner.ipynb #98ebc31d
+@patch_to(GeneralConditioner, static_method=True)
+def _legacy_ucg(embedder, x: torch.Tensor) -> torch.Tensor:
+    "Replace each sample's input by `legacy_ucg_val` with probability ucg_rate (a new tensor; the batch is kept)."
+    drop = torch.rand(x.shape[0], device=x.device) < embedder.ucg_rate
+    return torch.where(append_dims(drop, x.ndim), torch.full_like(x, embedder.legacy_ucg_val), x)
 
-    @staticmethod
-    def _legacy_ucg(embedder, x: torch.Tensor) -> torch.Tensor:
-        "Replace each sample's input by `legacy_ucg_val` with probability ucg_rate (a new tensor; the batch is kept)."
-        drop = torch.rand(x.shape[0], device=x.device) < embedder.ucg_rate
-        return torch.where(append_dims(drop, x.ndim), torch.full_like(x, embedder.legacy_ucg_val), x)
 
-    def _embed(self, embedder, batch: dict) -> list[torch.Tensor]:
-        with nullcontext() if embedder.is_trainable else torch.no_grad():
-            if embedder.input_key is not None:
-                x = batch[embedder.input_key]
-                if embedder.legacy_ucg_val is not None and embedder.ucg_rate > 0:
-                    x = self._legacy_ucg(embedder, x)
-                out = embedder(x)
-            else:
-                out = embedder(*[batch[k] for k in embedder.input_keys])
-        return list(out) if isinstance(out, (list, tuple)) else [out]
+@patch
+def _embed(self: GeneralConditioner, embedder, batch: dict) -> list[torch.Tensor]:
+    "The embedder's outputs on its batch entries, as a list."
+    with nullcontext() if embedder.is_trainable else torch.no_grad():
+        if embedder.input_key is not None:
+            x = batch[embedder.input_key]
+            if embedder.legacy_ucg_val is not None and embedder.ucg_rate > 0:
+                x = self._legacy_ucg(embedder, x)
+            out = embedder(x)
+        else:
+            out = embedder(*[batch[k] for k in embedder.input_keys])
+    return list(out) if isinstance(out, (list, tuple)) else [out]
 
-    def forward(self, batch: dict, force_zero_embeddings: list[str] | None = None) -> dict[str, torch.Tensor]:
-        force_zero_embeddings = force_zero_embeddings or []
-        output = {}
-        for embedder in self.embedders:
-            for emb in self._embed(embedder, batch):
-                if emb.dim() not in self.OUTPUT_DIM2KEYS:
-                    raise ValueError(
-                        f"{type(embedder).__name__} returned a {emb.dim()}-D embedding {tuple(emb.shape)}; "
-                        f"expected 2-D (vector), 3-D (crossattn) or 4/5-D (concat)"
-                    )
-                out_key = self.OUTPUT_DIM2KEYS[emb.dim()]
-                if embedder.ucg_rate > 0.0 and embedder.legacy_ucg_val is None:
-                    keep = torch.bernoulli((1.0 - embedder.ucg_rate) * torch.ones(emb.shape[0], device=emb.device))
-                    emb = append_dims(keep, emb.ndim).to(emb.dtype) * emb
-                if embedder.input_key is not None and embedder.input_key in force_zero_embeddings:
-                    emb = torch.zeros_like(emb)
-                output[out_key] = (
-                    torch.cat((output[out_key], emb), self.KEY2CATDIM[out_key]) if out_key in output else emb
+# %% ../nbs/10_conditioner.ipynb #5a9b4330
+@patch
+def forward(
+    self: GeneralConditioner, batch: dict, force_zero_embeddings: list[str] | None = None
+) -> dict[str, torch.Tensor]:
+    force_zero_embeddings = force_zero_embeddings or []
+    output = {}
+    for embedder in self.embedders:
+        for emb in self._embed(embedder, batch):
+            if emb.dim() not in self.OUTPUT_DIM2KEYS:
+                raise ValueError(
+                    f"{type(embedder).__name__} returned a {emb.dim()}-D embedding {tuple(emb.shape)}; "
+                    f"expected 2-D (vector), 3-D (crossattn) or 4/5-D (concat)"
                 )
-        return output
+            out_key = self.OUTPUT_DIM2KEYS[emb.dim()]
+            if embedder.ucg_rate > 0.0 and embedder.legacy_ucg_val is None:
+                keep = torch.bernoulli((1.0 - embedder.ucg_rate) * torch.ones(emb.shape[0], device=emb.device))
+                emb = append_dims(keep, emb.ndim).to(emb.dtype) * emb
+            if embedder.input_key is not None and embedder.input_key in force_zero_embeddings:
+                emb = torch.zeros_like(emb)
+            output[out_key] = torch.cat((output[out_key], emb), self.KEY2CATDIM[out_key]) if out_key in output else emb
+    return output
 
-    def get_unconditional_conditioning(
-        self,
-        batch_c: dict,
-        batch_uc: dict | None = None,
-        force_uc_zero_embeddings: list[str] | None = None,
-        force_cond_zero_embeddings: list[str] | None = None,
-    ):
-        "(c, uc) without dropout: uc from batch_uc (default batch_c) with the listed input keys zeroed."
-        rates = [e.ucg_rate for e in self.embedders]
-        try:
-            for e in self.embedders:
-                e.ucg_rate = 0.0
-            c = self(batch_c, force_cond_zero_embeddings)
-            uc = self(batch_c if batch_uc is None else batch_uc, force_uc_zero_embeddings or [])
-        finally:
-            for e, r in zip(self.embedders, rates):
-                e.ucg_rate = r
-        return c, uc
+# %% ../nbs/10_conditioner.ipynb #6b5a2446
+@patch
+def get_unconditional_conditioning(
+    self: GeneralConditioner,
+    batch_c: dict,
+    batch_uc: dict | None = None,
+    force_uc_zero_embeddings: list[str] | None = None,
+    force_cond_zero_embeddings: list[str] | None = None,
+):
+    "(c, uc) without dropout: uc from batch_uc (default batch_c) with the listed input keys zeroed."
+    rates = [e.ucg_rate for e in self.embedders]
+    try:
+        for e in self.embedders:
+            e.ucg_rate = 0.0
+        c = self(batch_c, force_cond_zero_embeddings)
+        uc = self(batch_c if batch_uc is None else batch_uc, force_uc_zero_embeddings or [])
+    finally:
+        for e, r in zip(self.embedders, rates):
+            e.ucg_rate = r
+    return c, uc
+
+# %% ../nbs/10_conditioner.ipynb #7b661d30
+@patch
+def trainable_parameters(self: GeneralConditioner) -> list[nn.Parameter]:
+    "Parameters of the trainable embedders (for the optimizer and the EMA)."
+    return [p for e in self.embedders if e.is_trainable for p in e.parameters()]

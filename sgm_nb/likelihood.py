@@ -33,7 +33,18 @@ def divergence_hutchinson(fn, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch
         (vjp,) = torch.autograd.grad(y, x, eps)
     return y.detach(), (vjp * eps).flatten(1).sum(1)
 
-# %% ../nbs/13_likelihood.ipynb #b665ebfe
+# %% ../nbs/13_likelihood.ipynb #a8148fa2
+def _likelihood_drift(denoiser, eps: torch.Tensor | None):
+    "d/dσ of the state (x, Δ log p): ((x - D)/σ, (d - div D)/σ); the divergence exact, or Hutchinson's given probes."
+
+    def drift(state, s):
+        fn = lambda z: denoiser(z, torch.full((len(z),), s, dtype=z.dtype, device=z.device)).double()
+        D, div = divergence_exact(fn, state[0]) if eps is None else divergence_hutchinson(fn, state[0], eps)
+        return (state[0] - D) / s, (state[0][0].numel() - div) / s
+
+    return drift
+
+# %% ../nbs/13_likelihood.ipynb #eda212a9
 def ode_log_likelihood(
     denoiser,
     x: torch.Tensor,
@@ -58,23 +69,10 @@ def ode_log_likelihood(
     sigmas = EDMDiscretization(sigma_min, sigma_max, rho)(
         num_steps + 1, do_append_zero=False, flip=True, dtype=torch.float64
     )
-    eps = (
-        None
-        if divergence == "exact"
-        else (torch.randint(0, 2, x.shape, generator=generator, dtype=torch.float64) * 2 - 1).to(x.device)
-    )
-    d = x[0].numel()
-
-    def drift(state, s):
-        "dx/dσ = (x - D)/σ and d(Δ log p)/dσ = (d - div D)/σ."
-        fn = lambda z: denoiser(z, torch.full((len(z),), s, dtype=z.dtype, device=z.device)).double()
-        D, div = divergence_exact(fn, state[0]) if eps is None else divergence_hutchinson(fn, state[0], eps)
-        return (state[0] - D) / s, (d - div) / s
-
-    x, delta = odeint(drift, (x, torch.zeros(len(x), dtype=torch.float64, device=x.device)), sigmas, method="heun")
-    prior = (
-        prior
-        if prior is not None
-        else (lambda z: torch.distributions.Normal(0.0, sigma_max).log_prob(z).flatten(1).sum(1))
-    )
+    rademacher = lambda: (torch.randint(0, 2, x.shape, generator=generator, dtype=torch.float64) * 2 - 1).to(x.device)
+    eps = None if divergence == "exact" else rademacher()
+    delta0 = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+    x, delta = odeint(_likelihood_drift(denoiser, eps), (x, delta0), sigmas, method="heun")
+    if prior is None:
+        prior = lambda z: torch.distributions.Normal(0.0, sigma_max).log_prob(z).flatten(1).sum(1)
     return (prior(x).double() + delta).reshape(n, -1).mean(1)

@@ -13,12 +13,13 @@ __all__ = ['DEFAULT_GUIDER', 'to_d', 'default_noise_sampler', 'churn', 'get_ance
            'DPMPP2SAncestralSampler', 'DPM2AncestralSampler', 'LinearMultistepSampler', 'DPMPP2MSampler',
            'DPMPP2MSDESampler', 'DPMPP3MSDESampler']
 
-# %% ../nbs/11_samplers.ipynb #c2c15318
+# %% ../nbs/11_samplers.ipynb #ef7e307c
 import math
 from functools import cache
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from fastprogress.fastprogress import progress_bar
 
 from .noising import check_sigma
@@ -138,7 +139,7 @@ def sample_dpm_2(denoise, x, sigmas, **kwargs):
     "Algorithm 2's churn with DPM-Solver-2 midpoint steps (second order); keyword arguments as `sample_edm`'s."
     return sample_edm(denoise, x, sigmas, dpm_2_step, **kwargs)
 
-# %% ../nbs/11_samplers.ipynb #03876fd2
+# %% ../nbs/11_samplers.ipynb #79498086
 def sample_euler_ancestral(denoise, x, sigmas, eta=1.0, s_noise=1.0, noise_sampler=None, callback=None, steps=None):
     "Euler steps to sigma_down, then noise sigma_up: DDPM's ancestral sampler at eta = 1, the Euler ODE at eta = 0."
     noise_sampler = default(noise_sampler, lambda: default_noise_sampler(x))
@@ -152,7 +153,7 @@ def sample_euler_ancestral(denoise, x, sigmas, eta=1.0, s_noise=1.0, noise_sampl
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
-
+# %% ../nbs/11_samplers.ipynb #428bb050
 def sample_dpm_2_ancestral(denoise, x, sigmas, eta=1.0, s_noise=1.0, noise_sampler=None, callback=None, steps=None):
     "DPM-2's midpoint step to sigma_down, then fresh noise sigma_up."
     noise_sampler = default(noise_sampler, lambda: default_noise_sampler(x))
@@ -172,7 +173,7 @@ def sample_dpm_2_ancestral(denoise, x, sigmas, eta=1.0, s_noise=1.0, noise_sampl
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
-
+# %% ../nbs/11_samplers.ipynb #b1f7b3ea
 def sample_dpmpp_2s_ancestral(denoise, x, sigmas, eta=1.0, s_noise=1.0, noise_sampler=None, callback=None, steps=None):
     "DPM-Solver++(2S) steps to sigma_down (exponential integrator, D from the log-midpoint), then fresh noise sigma_up."
     noise_sampler = default(noise_sampler, lambda: default_noise_sampler(x))
@@ -228,7 +229,7 @@ def sample_lms(denoise, x, sigmas, order=4, callback=None, steps=None):
         x = x + sum(c * d for c, d in zip(coeffs, ds))
     return x
 
-# %% ../nbs/11_samplers.ipynb #ca7f7069
+# %% ../nbs/11_samplers.ipynb #1bf7de1f
 def sample_dpmpp_2m_sde(
     denoise, x, sigmas, eta=1.0, s_noise=1.0, noise_sampler=None, solver_type="midpoint", callback=None, steps=None
 ):
@@ -259,7 +260,7 @@ def sample_dpmpp_2m_sde(
         old_denoised = denoised
     return x
 
-
+# %% ../nbs/11_samplers.ipynb #198c4280
 def sample_dpmpp_3m_sde(denoise, x, sigmas, eta=1.0, s_noise=1.0, noise_sampler=None, callback=None, steps=None):
     "DPM-Solver++(3M) SDE: as 2M SDE with D extrapolated quadratically from the last three steps."
     noise_sampler = default(noise_sampler, lambda: default_noise_sampler(x))
@@ -289,7 +290,7 @@ def sample_dpmpp_3m_sde(denoise, x, sigmas, eta=1.0, s_noise=1.0, noise_sampler=
         denoised_1, denoised_2 = denoised, denoised_1
     return x
 
-# %% ../nbs/11_samplers.ipynb #7c4f45ea
+# %% ../nbs/11_samplers.ipynb #69a1f3d0
 DEFAULT_GUIDER = {"target": "sgm_nb.guiders.IdentityGuider"}
 
 
@@ -306,45 +307,6 @@ class BaseDiffusionSampler:
         self.guider = instantiate_from_config(default(guider_config, DEFAULT_GUIDER))
         self.verbose, self.device, self.start = verbose, device, start
 
-    def prepare_sampling_loop(self, x, cond, uc=None, num_steps=None):
-        "The grid (host floats, descending to 0), x scaled to the first noise level, s_in, and uc (default: cond)."
-        num_steps = default(num_steps, self.num_steps)
-        if num_steps is None:
-            raise ValueError("num_steps must be given to the sampler or to its call, got None")
-        check_int("num_steps", num_steps)
-        sigmas = self.discretization(num_steps, do_append_zero=True, device="cpu", flip=False, dtype=torch.float64)
-        check_sigma(sigmas, allow_zero=True, who=type(self).__name__)
-        if not (sigmas[1:] < sigmas[:-1]).all():
-            raise ValueError(f"sigmas must descend strictly, got {sigmas.tolist()}")
-        sigmas = sigmas.tolist()
-        uc = default(uc, cond)
-        x = x * ((1.0 + sigmas[0] ** 2) ** 0.5 if self.start == "sgm" else sigmas[0])
-        s_in = x.new_ones([x.shape[0]])
-        return x, s_in, sigmas, len(sigmas), cond, uc
-
-    def denoise(self, x, denoiser, sigma, cond, uc):
-        "D(x; sigma) through the guider: it prepares the (possibly doubled) inputs and combines the outputs."
-        denoised = denoiser(*self.guider.prepare_inputs(x, sigma, cond, uc))
-        return self.guider(denoised, sigma)
-
-    def get_sigma_gen(self, num_sigmas):
-        "The step indices 0 .. num_sigmas - 2; with `verbose`, the settings printed and a fastprogress bar."
-        sigma_generator = range(num_sigmas - 1)
-        if self.verbose:
-            print(
-                f"{'#' * 30} Sampling setting {'#' * 30}\nSampler: {type(self).__name__}\n"
-                f"Discretization: {type(self.discretization).__name__}\nGuider: {type(self.guider).__name__}"
-            )
-            sigma_generator = progress_bar(sigma_generator)
-            sigma_generator.comment = f"{type(self).__name__}, {num_sigmas - 1} steps"
-        return sigma_generator
-
-    @torch.no_grad()
-    def __call__(self, denoiser, x, cond, uc=None, num_steps=None, callback=None):
-        x, s_in, sigmas, num_sigmas, cond, uc = self.prepare_sampling_loop(x, cond, uc, num_steps)
-        denoise = lambda x, sigma: self.denoise(x, denoiser, sigma * s_in, cond, uc)
-        return self.solve(denoise, x, sigmas, callback=callback, steps=self.get_sigma_gen(num_sigmas))
-
     def solve(self, denoise, x, sigmas, **kwargs):
         raise NotImplementedError
 
@@ -354,7 +316,54 @@ class BaseDiffusionSampler:
         if solver is not None:
             cls.solver = staticmethod(solver)
 
-# %% ../nbs/11_samplers.ipynb #3f9dbe98
+# %% ../nbs/11_samplers.ipynb #fb69450f
+@patch
+def prepare_sampling_loop(self: BaseDiffusionSampler, x, cond, uc=None, num_steps=None):
+    "The grid (host floats, descending to 0), x scaled to the first noise level, s_in, and uc (default: cond)."
+    num_steps = default(num_steps, self.num_steps)
+    if num_steps is None:
+        raise ValueError("num_steps must be given to the sampler or to its call, got None")
+    check_int("num_steps", num_steps)
+    sigmas = self.discretization(num_steps, do_append_zero=True, device="cpu", flip=False, dtype=torch.float64)
+    check_sigma(sigmas, allow_zero=True, who=type(self).__name__)
+    if not (sigmas[1:] < sigmas[:-1]).all():
+        raise ValueError(f"sigmas must descend strictly, got {sigmas.tolist()}")
+    sigmas = sigmas.tolist()
+    uc = default(uc, cond)
+    x = x * ((1.0 + sigmas[0] ** 2) ** 0.5 if self.start == "sgm" else sigmas[0])
+    s_in = x.new_ones([x.shape[0]])
+    return x, s_in, sigmas, len(sigmas), cond, uc
+
+# %% ../nbs/11_samplers.ipynb #15d8be19
+@patch
+def denoise(self: BaseDiffusionSampler, x, denoiser, sigma, cond, uc):
+    "D(x; sigma) through the guider: it prepares the (possibly doubled) inputs and combines the outputs."
+    denoised = denoiser(*self.guider.prepare_inputs(x, sigma, cond, uc))
+    return self.guider(denoised, sigma)
+
+
+@patch
+def get_sigma_gen(self: BaseDiffusionSampler, num_sigmas):
+    "The step indices 0 .. num_sigmas - 2; with `verbose`, the settings printed and a fastprogress bar."
+    sigma_generator = range(num_sigmas - 1)
+    if self.verbose:
+        print(
+            f"{'#' * 30} Sampling setting {'#' * 30}\nSampler: {type(self).__name__}\n"
+            f"Discretization: {type(self.discretization).__name__}\nGuider: {type(self.guider).__name__}"
+        )
+        sigma_generator = progress_bar(sigma_generator)
+        sigma_generator.comment = f"{type(self).__name__}, {num_sigmas - 1} steps"
+    return sigma_generator
+
+
+@patch
+@torch.no_grad()
+def __call__(self: BaseDiffusionSampler, denoiser, x, cond, uc=None, num_steps=None, callback=None):
+    x, s_in, sigmas, num_sigmas, cond, uc = self.prepare_sampling_loop(x, cond, uc, num_steps)
+    denoise = lambda x, sigma: self.denoise(x, denoiser, sigma * s_in, cond, uc)
+    return self.solve(denoise, x, sigmas, callback=callback, steps=self.get_sigma_gen(num_sigmas))
+
+# %% ../nbs/11_samplers.ipynb #073a1712
 class EDMSampler(BaseDiffusionSampler):
     "Base of the samplers with Karras et al.'s churn (s_churn, s_tmin, s_tmax, s_noise)."
 
@@ -385,7 +394,7 @@ class EDMSampler(BaseDiffusionSampler):
             **kwargs,
         )
 
-
+# %% ../nbs/11_samplers.ipynb #fd37d34f
 class EulerEDMSampler(EDMSampler, solver=sample_euler):
     "Karras et al.'s Algorithm 2 with Euler steps."
 
@@ -397,7 +406,7 @@ class HeunEDMSampler(EDMSampler, solver=sample_heun):
 class DPM2Sampler(EDMSampler, solver=sample_dpm_2):
     "Algorithm 2's churn with DPM-Solver-2 midpoint steps (k-diffusion's `sample_dpm_2`)."
 
-
+# %% ../nbs/11_samplers.ipynb #3318ef15
 class AncestralSampler(BaseDiffusionSampler):
     "Base of the ancestral samplers: a step to sigma_down, then fresh noise sigma_up (eta, s_noise)."
 
@@ -426,7 +435,7 @@ class DPMPP2SAncestralSampler(AncestralSampler, solver=sample_dpmpp_2s_ancestral
 class DPM2AncestralSampler(AncestralSampler, solver=sample_dpm_2_ancestral):
     "DPM-2 midpoint steps to sigma_down, then fresh noise (k-diffusion's `sample_dpm_2_ancestral`)."
 
-
+# %% ../nbs/11_samplers.ipynb #6b601f44
 class LinearMultistepSampler(BaseDiffusionSampler):
     "Linear multistep (Adams-Bashforth in sigma) of the given order, one evaluation a step."
 

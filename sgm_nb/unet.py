@@ -10,7 +10,7 @@ __all__ = ['timestep_embedding', 'GroupNorm32', 'normalization', 'conv_nd', 'avg
            'BasicTransformerBlock', 'SpatialTransformer', 'TimestepEmbedSequential', 'UNetModel', 'IdentityWrapper',
            'OpenAIWrapper']
 
-# %% ../nbs/09_unet.ipynb #ac64ec2f
+# %% ../nbs/09_unet.ipynb #97a296a9
 import math
 from abc import abstractmethod
 from collections.abc import Sequence
@@ -18,12 +18,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch, store_attr
 from torch.nn.attention import sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
 from .utils import default, exists
 
-# %% ../nbs/09_unet.ipynb #6a6b1c38
+# %% ../nbs/09_unet.ipynb #d2010f49
 def timestep_embedding(
     timesteps: torch.Tensor, dim: int, max_period: float = 10000, repeat_only: bool = False
 ) -> torch.Tensor:
@@ -38,7 +39,7 @@ def timestep_embedding(
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 
-# %% ../nbs/09_unet.ipynb #71f3c6e9
+# %% ../nbs/09_unet.ipynb #2536ab60
 class GroupNorm32(nn.GroupNorm):
     "GroupNorm computed in (at least) float32 and cast back to the input's dtype (sgm's)."
 
@@ -54,7 +55,7 @@ def normalization(channels: int, eps: float = 1e-5) -> GroupNorm32:
         raise ValueError(f"GroupNorm with 32 groups needs channels divisible by 32, got {channels}")
     return GroupNorm32(32, channels, eps=eps)
 
-
+# %% ../nbs/09_unet.ipynb #8b425339
 def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
     "A 1-, 2- or 3-D convolution."
     if dims not in (1, 2, 3):
@@ -91,7 +92,7 @@ class Timestep(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return timestep_embedding(t, self.dim)
 
-# %% ../nbs/09_unet.ipynb #43087ef8
+# %% ../nbs/09_unet.ipynb #9b613106
 class Downsample(nn.Module):
     "Halve the spatial resolution: strided 3x3 conv (`use_conv`) or 2x2 average pooling."
 
@@ -112,7 +113,7 @@ class Downsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
 
-
+# %% ../nbs/09_unet.ipynb #dd5ea88a
 class Upsample(nn.Module):
     "Double the spatial resolution: nearest-neighbour interpolation, then an optional 3x3 conv."
 
@@ -142,14 +143,14 @@ class Upsample(nn.Module):
             x = F.interpolate(x, scale_factor=self.scale_factor, mode="nearest")
         return self.conv(x) if self.use_conv else x
 
-# %% ../nbs/09_unet.ipynb #663631eb
+# %% ../nbs/09_unet.ipynb #f9bd2bc3
 class TimestepBlock(nn.Module):
     "A module whose forward takes the timestep embedding as its second argument."
 
     @abstractmethod
     def forward(self, x: torch.Tensor, emb: torch.Tensor): ...
 
-
+# %% ../nbs/09_unet.ipynb #e472bc7d
 class ResBlock(TimestepBlock):
     "Residual block: norm-SiLU-conv, add the projected embedding (or FiLM it), norm-SiLU-dropout-zero conv, plus skip."
 
@@ -170,58 +171,52 @@ class ResBlock(TimestepBlock):
         skip_t_emb: bool = False,
     ):
         super().__init__()
-        self.channels, self.emb_channels, self.dropout = channels, emb_channels, dropout
-        self.out_channels = out_channels or channels
-        self.use_conv, self.use_checkpoint, self.use_scale_shift_norm = use_conv, use_checkpoint, use_scale_shift_norm
         if skip_t_emb and use_scale_shift_norm:
             raise ValueError("skip_t_emb=True needs use_scale_shift_norm=False")
+        self.channels, self.emb_channels, self.dropout = channels, emb_channels, dropout
+        self.out_channels = oc = out_channels or channels
+        self.use_conv, self.use_checkpoint, self.use_scale_shift_norm = use_conv, use_checkpoint, use_scale_shift_norm
         self.skip_t_emb, self.exchange_temb_dims = skip_t_emb, exchange_temb_dims and not skip_t_emb
         padding = [k // 2 for k in kernel_size] if isinstance(kernel_size, Sequence) else kernel_size // 2
-        self.in_layers = nn.Sequential(
-            normalization(channels), nn.SiLU(), conv_nd(dims, channels, self.out_channels, kernel_size, padding=padding)
-        )
+        conv = lambda a, b, k=kernel_size, p=padding: conv_nd(dims, a, b, k, padding=p)
+        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(), conv(channels, oc))
         self.updown = up or down
         resample = Upsample if up else Downsample if down else None
         self.h_upd = resample(channels, False, dims) if resample else nn.Identity()
         self.x_upd = resample(channels, False, dims) if resample else nn.Identity()
-        emb_out = 2 * self.out_channels if use_scale_shift_norm else self.out_channels
+        emb_out = 2 * oc if use_scale_shift_norm else oc
         self.emb_layers = None if skip_t_emb else nn.Sequential(nn.SiLU(), linear(emb_channels, emb_out))
-        self.out_layers = nn.Sequential(
-            normalization(self.out_channels),
-            nn.SiLU(),
-            nn.Dropout(p=dropout),
-            zero_module(conv_nd(dims, self.out_channels, self.out_channels, kernel_size, padding=padding)),
-        )
-        if self.out_channels == channels:
-            self.skip_connection = nn.Identity()
-        elif use_conv:
-            self.skip_connection = conv_nd(dims, channels, self.out_channels, kernel_size, padding=padding)
-        else:
-            self.skip_connection = conv_nd(dims, channels, self.out_channels, 1)
+        self.out_layers = nn.Sequential(normalization(oc), nn.SiLU(), nn.Dropout(p=dropout), zero_module(conv(oc, oc)))
+        skip_conv = (kernel_size, padding) if use_conv else (1, 0)  # a 3x3 or a 1x1 conv where the width changes
+        self.skip_connection = nn.Identity() if oc == channels else conv(channels, oc, *skip_conv)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        if self.use_checkpoint and torch.is_grad_enabled():
-            return checkpoint(self._forward, x, emb, use_reentrant=False)
-        return self._forward(x, emb)
+# %% ../nbs/09_unet.ipynb #dd4c8c55
+@patch
+def forward(self: ResBlock, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    if self.use_checkpoint and torch.is_grad_enabled():
+        return checkpoint(self._forward, x, emb, use_reentrant=False)
+    return self._forward(x, emb)
 
-    def _forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        if self.updown:  # resample after the norm and SiLU, before the conv, on both paths
-            h = self.in_layers[2](self.h_upd(self.in_layers[:2](x)))
-            x = self.x_upd(x)
-        else:
-            h = self.in_layers(x)
-        if self.skip_t_emb:
-            return self.skip_connection(x) + self.out_layers(h)
-        emb_out = self.emb_layers(emb).type(h.dtype)
-        emb_out = emb_out[(...,) + (None,) * (h.ndim - emb_out.ndim)]
-        if self.use_scale_shift_norm:
-            scale, shift = emb_out.chunk(2, dim=1)
-            h = self.out_layers[1:](self.out_layers[0](h) * (1 + scale) + shift)
-        else:
-            if self.exchange_temb_dims:
-                emb_out = emb_out.transpose(1, 2)
-            h = self.out_layers(h + emb_out)
-        return self.skip_connection(x) + h
+
+@patch
+def _forward(self: ResBlock, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    if self.updown:  # resample after the norm and SiLU, before the conv, on both paths
+        h = self.in_layers[2](self.h_upd(self.in_layers[:2](x)))
+        x = self.x_upd(x)
+    else:
+        h = self.in_layers(x)
+    if self.skip_t_emb:
+        return self.skip_connection(x) + self.out_layers(h)
+    emb_out = self.emb_layers(emb).type(h.dtype)
+    emb_out = emb_out[(...,) + (None,) * (h.ndim - emb_out.ndim)]
+    if self.use_scale_shift_norm:
+        scale, shift = emb_out.chunk(2, dim=1)
+        h = self.out_layers[1:](self.out_layers[0](h) * (1 + scale) + shift)
+    else:
+        if self.exchange_temb_dims:
+            emb_out = emb_out.transpose(1, 2)
+        h = self.out_layers(h + emb_out)
+    return self.skip_connection(x) + h
 
 # %% ../nbs/09_unet.ipynb #2a2fa4e3
 class CrossAttention(nn.Module):
@@ -258,7 +253,7 @@ class CrossAttention(nn.Module):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.to_out(out.transpose(1, 2).flatten(2))
 
-# %% ../nbs/09_unet.ipynb #d269d8dd
+# %% ../nbs/09_unet.ipynb #7b1cd412
 class GEGLU(nn.Module):
     "Gated GELU: one projection to 2*dim_out, split into value and gate, value * gelu(gate)."
 
@@ -283,7 +278,7 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-
+# %% ../nbs/09_unet.ipynb #83cf6e5b
 class BasicTransformerBlock(nn.Module):
     "Pre-norm transformer block: self-attention, cross-attention (self when no context), GEGLU feed-forward."
 
@@ -324,7 +319,20 @@ class BasicTransformerBlock(nn.Module):
         x = x + self.attn2(self.norm2(x), context=context)
         return x + self.ff(self.norm3(x))
 
-# %% ../nbs/09_unet.ipynb #2e96ae00
+# %% ../nbs/09_unet.ipynb #2c4ecf72
+def _context_dims(context_dim, depth: int) -> list:
+    "One context width (or None) per transformer block."
+    if context_dim is None:
+        return [None] * depth
+    if not isinstance(context_dim, (list, tuple)):
+        context_dim = [context_dim]
+    if len(context_dim) != depth:  # sgm repeats a homogeneous list to the depth
+        if len(set(context_dim)) != 1:
+            raise ValueError(f"context_dim {list(context_dim)} does not match depth={depth} and is not homogeneous")
+        context_dim = [context_dim[0]] * depth
+    return list(context_dim)
+
+
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return (
         torch.channels_last
@@ -332,7 +340,7 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
         else torch.contiguous_format
     )
 
-
+# %% ../nbs/09_unet.ipynb #5cd6e7ac
 class SpatialTransformer(nn.Module):
     "Transformer over the H*W pixels of a feature map: norm, proj_in, transformer blocks, zero-init proj_out, residual."
 
@@ -351,61 +359,42 @@ class SpatialTransformer(nn.Module):
         sdp_backend=None,
     ):
         super().__init__()
-        context_dim = self._context_dims(context_dim, depth)
+        context_dims = _context_dims(context_dim, depth)
         self.in_channels, self.use_linear = in_channels, use_linear
         inner_dim = n_heads * d_head
         self.norm = normalization(in_channels, eps=1e-6)
         self.proj_in = nn.Linear(in_channels, inner_dim) if use_linear else nn.Conv2d(in_channels, inner_dim, 1)
+        kw = dict(dropout=dropout, disable_self_attn=disable_self_attn, attn_mode=attn_type, sdp_backend=sdp_backend)
         self.transformer_blocks = nn.ModuleList(
             [
-                BasicTransformerBlock(
-                    inner_dim,
-                    n_heads,
-                    d_head,
-                    dropout=dropout,
-                    context_dim=context_dim[d],
-                    disable_self_attn=disable_self_attn,
-                    attn_mode=attn_type,
-                    checkpoint=use_checkpoint,
-                    sdp_backend=sdp_backend,
-                )
-                for d in range(depth)
+                BasicTransformerBlock(inner_dim, n_heads, d_head, context_dim=cd, checkpoint=use_checkpoint, **kw)
+                for cd in context_dims
             ]
         )
         self.proj_out = zero_module(
             nn.Linear(inner_dim, in_channels) if use_linear else nn.Conv2d(inner_dim, in_channels, 1)
         )
 
-    @staticmethod
-    def _context_dims(context_dim, depth: int) -> list:
-        if context_dim is None:
-            return [None] * depth
-        if not isinstance(context_dim, (list, tuple)):
-            context_dim = [context_dim]
-        if len(context_dim) != depth:  # sgm repeats a homogeneous list to the depth
-            if len(set(context_dim)) != 1:
-                raise ValueError(f"context_dim {list(context_dim)} does not match depth={depth} and is not homogeneous")
-            context_dim = [context_dim[0]] * depth
-        return list(context_dim)
-
-    def forward(self, x: torch.Tensor, context=None) -> torch.Tensor:
-        contexts = context if isinstance(context, list) else [context]
-        b, c, h, w = x.shape
-        x_in, fmt = x, _memory_format(x)
-        x = self.norm(x)
-        if not self.use_linear:
-            x = self.proj_in(x)
-        x = x.permute(0, 2, 3, 1).reshape(b, h * w, -1)  # a view when x is channels_last
-        if self.use_linear:
-            x = self.proj_in(x)
-        for i, block in enumerate(self.transformer_blocks):
-            x = block(x, context=contexts[i if len(contexts) > 1 else 0])
-        if self.use_linear:
-            x = self.proj_out(x)
-        x = x.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
-        if not self.use_linear:
-            x = self.proj_out(x)
-        return x + x_in
+# %% ../nbs/09_unet.ipynb #59a96a9e
+@patch
+def forward(self: SpatialTransformer, x: torch.Tensor, context=None) -> torch.Tensor:  # noqa: F811 (one per class)
+    contexts = context if isinstance(context, list) else [context]
+    b, c, h, w = x.shape
+    x_in, fmt = x, _memory_format(x)
+    x = self.norm(x)
+    if not self.use_linear:
+        x = self.proj_in(x)
+    x = x.permute(0, 2, 3, 1).reshape(b, h * w, -1)  # a view when x is channels_last
+    if self.use_linear:
+        x = self.proj_in(x)
+    for i, block in enumerate(self.transformer_blocks):
+        x = block(x, context=contexts[i if len(contexts) > 1 else 0])
+    if self.use_linear:
+        x = self.proj_out(x)
+    x = x.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
+    if not self.use_linear:
+        x = self.proj_out(x)
+    return x + x_in
 
 # %% ../nbs/09_unet.ipynb #b191a504
 class TimestepEmbedSequential(nn.Sequential, TimestepBlock):
@@ -421,25 +410,7 @@ class TimestepEmbedSequential(nn.Sequential, TimestepBlock):
                 x = layer(x)
         return x
 
-# %% ../nbs/09_unet.ipynb #9f787ec0
-def _per_level(channel_mult, num_res_blocks, transformer_depth, disable_self_attentions, num_attention_blocks):
-    "`num_res_blocks` and `transformer_depth` as one entry per level; per-level lists checked against `channel_mult`."
-    levels = len(channel_mult)
-    num_res_blocks = [num_res_blocks] * levels if isinstance(num_res_blocks, int) else list(num_res_blocks)
-    transformer_depth = [transformer_depth] * levels if isinstance(transformer_depth, int) else list(transformer_depth)
-    for name, v in (
-        ("num_res_blocks", num_res_blocks),
-        ("transformer_depth", transformer_depth),
-        ("disable_self_attentions", disable_self_attentions),
-        ("num_attention_blocks", num_attention_blocks),
-    ):
-        if v is not None and len(v) != levels:
-            raise ValueError(f"{name}={list(v)} must have one entry per level of channel_mult={list(channel_mult)}")
-    if num_attention_blocks is not None and any(a > n for a, n in zip(num_attention_blocks, num_res_blocks)):
-        raise ValueError(f"num_attention_blocks={list(num_attention_blocks)} exceeds num_res_blocks={num_res_blocks}")
-    return num_res_blocks, transformer_depth
-
-
+# %% ../nbs/09_unet.ipynb #9ee63203
 class UNetModel(nn.Module):
     "sgm's openaimodel UNet: timestep/class embedding, encoder, middle block, decoder with skip connections, out."
 
@@ -472,158 +443,211 @@ class UNetModel(nn.Module):
         adm_in_channels: int | None = None,
     ):
         super().__init__()
-        if num_heads == -1 and num_head_channels == -1:
-            raise ValueError("Either num_heads or num_head_channels has to be set")
-        num_res_blocks, transformer_depth = _per_level(
-            channel_mult, num_res_blocks, transformer_depth, disable_self_attentions, num_attention_blocks
-        )
-        self.in_channels, self.model_channels, self.out_channels = in_channels, model_channels, out_channels
-        self.num_res_blocks, self.attention_resolutions, self.dropout = num_res_blocks, attention_resolutions, dropout
-        self.channel_mult, self.conv_resample = channel_mult, conv_resample
-        self.dims, self.num_classes = dims, num_classes
-        self.use_checkpoint, self.num_heads, self.num_head_channels = use_checkpoint, num_heads, num_head_channels
-        self.num_heads_upsample = num_heads if num_heads_upsample == -1 else num_heads_upsample  # unused, as in sgm
-        self.use_scale_shift_norm, self.resblock_updown = use_scale_shift_norm, resblock_updown
-        self.transformer_depth, self.context_dim = transformer_depth, context_dim
-        self.disable_self_attentions, self.num_attention_blocks = disable_self_attentions, num_attention_blocks
-        self.use_linear_in_transformer, self.attn_type = use_linear_in_transformer, spatial_transformer_attn_type
-        self.time_embed_dim = ted = model_channels * 4
-        self.time_embed = nn.Sequential(linear(model_channels, ted), nn.SiLU(), linear(ted, ted))
-        if num_classes is not None:
-            self.label_emb = self._label_embedding(num_classes, adm_in_channels)
+        store_attr()  # every argument becomes an attribute of the same name
+        self._check_hparams()
+        self._build_embeddings()
         ch, chans = self._build_encoder()
-        middle = None if disable_middle_transformer else (transformer_depth[-1], disable_middle_self_attn)
-        self.middle_block = TimestepEmbedSequential(
-            self._res(ch, ch), self._transformer(ch, *middle) if middle else nn.Identity(), self._res(ch, ch)
-        )
-        ch = self._build_decoder(ch, chans)
-        self.out = nn.Sequential(
-            normalization(ch), nn.SiLU(), zero_module(conv_nd(dims, ch, out_channels, 3, padding=1))
-        )
+        ch = self._build_middle(ch)
+        self._build_decoder(ch, chans)
 
-    def _label_embedding(self, num_classes, adm_in_channels) -> nn.Module:
-        mc, ted = self.model_channels, self.time_embed_dim
-        mlp = lambda d_in: nn.Sequential(linear(d_in, ted), nn.SiLU(), linear(ted, ted))
-        if isinstance(num_classes, int) and not isinstance(num_classes, bool):
-            return nn.Embedding(num_classes, ted)
-        if num_classes == "continuous":
-            return nn.Linear(1, ted)
-        if num_classes == "timestep":
-            return nn.Sequential(Timestep(mc), mlp(mc))
-        if num_classes == "sequential":
-            if adm_in_channels is None:
-                raise ValueError("num_classes='sequential' needs adm_in_channels")
-            return nn.Sequential(mlp(adm_in_channels))
-        raise ValueError(f"num_classes must be an int, 'continuous', 'timestep' or 'sequential', got {num_classes!r}")
+# %% ../nbs/09_unet.ipynb #0b1e1373
+def _per_level(channel_mult, num_res_blocks, transformer_depth, disable_self_attentions, num_attention_blocks):
+    "`num_res_blocks` and `transformer_depth` as one entry per level; per-level lists checked against `channel_mult`."
+    levels = len(channel_mult)
+    num_res_blocks = [num_res_blocks] * levels if isinstance(num_res_blocks, int) else list(num_res_blocks)
+    transformer_depth = [transformer_depth] * levels if isinstance(transformer_depth, int) else list(transformer_depth)
+    for name, v in (
+        ("num_res_blocks", num_res_blocks),
+        ("transformer_depth", transformer_depth),
+        ("disable_self_attentions", disable_self_attentions),
+        ("num_attention_blocks", num_attention_blocks),
+    ):
+        if v is not None and len(v) != levels:
+            raise ValueError(f"{name}={list(v)} must have one entry per level of channel_mult={list(channel_mult)}")
+    if num_attention_blocks is not None and any(a > n for a, n in zip(num_attention_blocks, num_res_blocks)):
+        raise ValueError(f"num_attention_blocks={list(num_attention_blocks)} exceeds num_res_blocks={num_res_blocks}")
+    return num_res_blocks, transformer_depth
 
-    def _res(self, ch: int, out_ch: int, **kw) -> ResBlock:
-        return ResBlock(
-            ch,
-            self.time_embed_dim,
-            self.dropout,
-            out_channels=out_ch,
-            dims=self.dims,
-            use_checkpoint=self.use_checkpoint,
-            use_scale_shift_norm=self.use_scale_shift_norm,
-            **kw,
-        )
+# %% ../nbs/09_unet.ipynb #1ef776f1
+@patch
+def _check_hparams(self: UNetModel):
+    "Heads given one way or the other; per-level settings as one entry per level; the embedding width."
+    if self.num_heads == -1 and self.num_head_channels == -1:
+        raise ValueError("Either num_heads or num_head_channels has to be set")
+    self.num_res_blocks, self.transformer_depth = _per_level(
+        self.channel_mult,
+        self.num_res_blocks,
+        self.transformer_depth,
+        self.disable_self_attentions,
+        self.num_attention_blocks,
+    )
+    if self.num_heads_upsample == -1:
+        self.num_heads_upsample = self.num_heads  # unused, as in sgm
+    self.time_embed_dim, self.attn_type = self.model_channels * 4, self.spatial_transformer_attn_type
 
-    def _transformer(self, ch: int, depth: int, disable_self_attn: bool) -> "SpatialTransformer":
-        if self.num_head_channels == -1:
-            heads, dim_head = self.num_heads, ch // self.num_heads
-        else:
-            heads, dim_head = ch // self.num_head_channels, self.num_head_channels
-        return SpatialTransformer(
-            ch,
-            heads,
-            dim_head,
-            depth=depth,
-            context_dim=self.context_dim,
-            disable_self_attn=disable_self_attn,
-            use_linear=self.use_linear_in_transformer,
-            attn_type=self.attn_type,
-            use_checkpoint=self.use_checkpoint,
-        )
+# %% ../nbs/09_unet.ipynb #0ad5ef90
+@patch
+def _label_embedding(self: UNetModel, num_classes, adm_in_channels) -> nn.Module:
+    mc, ted = self.model_channels, self.time_embed_dim
+    mlp = lambda d_in: nn.Sequential(linear(d_in, ted), nn.SiLU(), linear(ted, ted))
+    if isinstance(num_classes, int) and not isinstance(num_classes, bool):
+        return nn.Embedding(num_classes, ted)
+    if num_classes == "continuous":
+        return nn.Linear(1, ted)
+    if num_classes == "timestep":
+        return nn.Sequential(Timestep(mc), mlp(mc))
+    if num_classes == "sequential":
+        if adm_in_channels is None:
+            raise ValueError("num_classes='sequential' needs adm_in_channels")
+        return nn.Sequential(mlp(adm_in_channels))
+    raise ValueError(f"num_classes must be an int, 'continuous', 'timestep' or 'sequential', got {num_classes!r}")
 
-    def _wants_attention(self, ds: int, level: int, nr: int) -> bool:
-        n_attn = self.num_attention_blocks
-        return ds in self.attention_resolutions and (n_attn is None or nr < n_attn[level])
 
-    def _disabled_sa(self, level: int) -> bool:
-        return bool(self.disable_self_attentions[level]) if exists(self.disable_self_attentions) else False
+@patch
+def _build_embeddings(self: UNetModel):
+    "time_embed, and label_emb when the model is conditional."
+    ted = self.time_embed_dim
+    self.time_embed = nn.Sequential(linear(self.model_channels, ted), nn.SiLU(), linear(ted, ted))
+    if self.num_classes is not None:
+        self.label_emb = self._label_embedding(self.num_classes, self.adm_in_channels)
 
-    def _build_encoder(self):
-        mc = self.model_channels
-        self.input_blocks = nn.ModuleList(
-            [TimestepEmbedSequential(conv_nd(self.dims, self.in_channels, mc, 3, padding=1))]
-        )
-        chans, ch, ds = [mc], mc, 1
-        for level, mult in enumerate(self.channel_mult):
-            for nr in range(self.num_res_blocks[level]):
-                layers = [self._res(ch, mult * mc)]
-                ch = mult * mc
-                if self._wants_attention(ds, level, nr):
-                    layers.append(self._transformer(ch, self.transformer_depth[level], self._disabled_sa(level)))
-                self.input_blocks.append(TimestepEmbedSequential(*layers))
-                chans.append(ch)
-            if level != len(self.channel_mult) - 1:
-                down = (
-                    self._res(ch, ch, down=True)
-                    if self.resblock_updown
-                    else Downsample(ch, self.conv_resample, dims=self.dims, out_channels=ch)
-                )
-                self.input_blocks.append(TimestepEmbedSequential(down))
-                chans.append(ch)
-                ds *= 2
-        self._ds = ds
-        return ch, chans
+# %% ../nbs/09_unet.ipynb #8226713c
+@patch
+def _res(self: UNetModel, ch: int, out_ch: int, **kw) -> ResBlock:
+    return ResBlock(
+        ch,
+        self.time_embed_dim,
+        self.dropout,
+        out_channels=out_ch,
+        dims=self.dims,
+        use_checkpoint=self.use_checkpoint,
+        use_scale_shift_norm=self.use_scale_shift_norm,
+        **kw,
+    )
 
-    def _build_decoder(self, ch: int, chans: list[int]) -> int:
-        mc, ds = self.model_channels, self._ds
-        self.output_blocks = nn.ModuleList([])
-        for level, mult in list(enumerate(self.channel_mult))[::-1]:
-            for i in range(self.num_res_blocks[level] + 1):
-                layers = [self._res(ch + chans.pop(), mc * mult)]
-                ch = mc * mult
-                if self._wants_attention(ds, level, i):
-                    layers.append(self._transformer(ch, self.transformer_depth[level], self._disabled_sa(level)))
-                if level and i == self.num_res_blocks[level]:
-                    layers.append(
-                        self._res(ch, ch, up=True)
-                        if self.resblock_updown
-                        else Upsample(ch, self.conv_resample, dims=self.dims, out_channels=ch)
-                    )
-                    ds //= 2
-                self.output_blocks.append(TimestepEmbedSequential(*layers))
-        return ch
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        timesteps: torch.Tensor | None = None,
-        context: torch.Tensor | None = None,
-        y: torch.Tensor | None = None,
-        **kwargs,
-    ) -> torch.Tensor:
-        if timesteps is None:
-            raise ValueError("UNetModel.forward needs timesteps (one noise input per sample)")
-        if (y is not None) != (self.num_classes is not None):
-            raise ValueError(
-                f"must specify y if and only if the model is class-conditional (num_classes={self.num_classes!r})"
+@patch
+def _transformer(self: UNetModel, ch: int, depth: int, disable_self_attn: bool) -> SpatialTransformer:
+    if self.num_head_channels == -1:
+        heads, dim_head = self.num_heads, ch // self.num_heads
+    else:
+        heads, dim_head = ch // self.num_head_channels, self.num_head_channels
+    return SpatialTransformer(
+        ch,
+        heads,
+        dim_head,
+        depth=depth,
+        context_dim=self.context_dim,
+        disable_self_attn=disable_self_attn,
+        use_linear=self.use_linear_in_transformer,
+        attn_type=self.attn_type,
+        use_checkpoint=self.use_checkpoint,
+    )
+
+# %% ../nbs/09_unet.ipynb #885d05b3
+@patch
+def _wants_attention(self: UNetModel, ds: int, level: int, nr: int) -> bool:
+    n_attn = self.num_attention_blocks
+    return ds in self.attention_resolutions and (n_attn is None or nr < n_attn[level])
+
+
+@patch
+def _disabled_sa(self: UNetModel, level: int) -> bool:
+    return bool(self.disable_self_attentions[level]) if exists(self.disable_self_attentions) else False
+
+
+@patch
+def _build_encoder(self: UNetModel) -> tuple[int, list[int]]:
+    "input_blocks; returns the last width and the widths of all block outputs (the skips)."
+    mc = self.model_channels
+    self.input_blocks = nn.ModuleList([TimestepEmbedSequential(conv_nd(self.dims, self.in_channels, mc, 3, padding=1))])
+    chans, ch, ds = [mc], mc, 1
+    for level, mult in enumerate(self.channel_mult):
+        for nr in range(self.num_res_blocks[level]):
+            layers = [self._res(ch, mult * mc)]
+            ch = mult * mc
+            if self._wants_attention(ds, level, nr):
+                layers.append(self._transformer(ch, self.transformer_depth[level], self._disabled_sa(level)))
+            self.input_blocks.append(TimestepEmbedSequential(*layers))
+            chans.append(ch)
+        if level != len(self.channel_mult) - 1:
+            down = (
+                self._res(ch, ch, down=True)
+                if self.resblock_updown
+                else Downsample(ch, self.conv_resample, dims=self.dims, out_channels=ch)
             )
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(x.dtype))
-        if self.num_classes is not None:
-            if y.shape[0] != x.shape[0]:
-                raise ValueError(f"y has {y.shape[0]} rows for a batch of {x.shape[0]}")
-            emb = emb + self.label_emb(y)
-        hs, h = [], x
-        for module in self.input_blocks:
-            h = module(h, emb, context)
-            hs.append(h)
-        h = self.middle_block(h, emb, context)
-        for module in self.output_blocks:
-            h = module(torch.cat([h, hs.pop()], dim=1), emb, context)
-        return self.out(h.type(x.dtype))
+            self.input_blocks.append(TimestepEmbedSequential(down))
+            chans.append(ch)
+            ds *= 2
+    self._ds = ds
+    return ch, chans
+
+# %% ../nbs/09_unet.ipynb #c3e489ee
+@patch
+def _build_middle(self: UNetModel, ch: int) -> int:
+    "middle_block: ResBlock, SpatialTransformer (or Identity), ResBlock; returns its width."
+    res_in = self._res(ch, ch)  # built in this order: the order in which they draw their initial weights
+    attn = (
+        nn.Identity()
+        if self.disable_middle_transformer
+        else self._transformer(ch, self.transformer_depth[-1], self.disable_middle_self_attn)
+    )
+    self.middle_block = TimestepEmbedSequential(res_in, attn, self._res(ch, ch))
+    return ch
+
+# %% ../nbs/09_unet.ipynb #8cf02144
+@patch
+def _build_decoder(self: UNetModel, ch: int, chans: list[int]):
+    "output_blocks, each ResBlock reading the running features concatenated with one skip; then out."
+    mc, ds = self.model_channels, self._ds
+    self.output_blocks = nn.ModuleList([])
+    for level, mult in list(enumerate(self.channel_mult))[::-1]:
+        for i in range(self.num_res_blocks[level] + 1):
+            layers = [self._res(ch + chans.pop(), mc * mult)]
+            ch = mc * mult
+            if self._wants_attention(ds, level, i):
+                layers.append(self._transformer(ch, self.transformer_depth[level], self._disabled_sa(level)))
+            if level and i == self.num_res_blocks[level]:
+                layers.append(
+                    self._res(ch, ch, up=True)
+                    if self.resblock_updown
+                    else Upsample(ch, self.conv_resample, dims=self.dims, out_channels=ch)
+                )
+                ds //= 2
+            self.output_blocks.append(TimestepEmbedSequential(*layers))
+    self.out = nn.Sequential(
+        normalization(ch), nn.SiLU(), zero_module(conv_nd(self.dims, ch, self.out_channels, 3, padding=1))
+    )
+
+# %% ../nbs/09_unet.ipynb #6f4a2411
+@patch
+def forward(  # noqa: F811 (one per class)
+    self: UNetModel,
+    x: torch.Tensor,
+    timesteps: torch.Tensor | None = None,
+    context: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    if timesteps is None:
+        raise ValueError("UNetModel.forward needs timesteps (one noise input per sample)")
+    if (y is not None) != (self.num_classes is not None):
+        raise ValueError(
+            f"must specify y if and only if the model is class-conditional (num_classes={self.num_classes!r})"
+        )
+    emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(x.dtype))
+    if self.num_classes is not None:
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"y has {y.shape[0]} rows for a batch of {x.shape[0]}")
+        emb = emb + self.label_emb(y)
+    hs, h = [], x
+    for module in self.input_blocks:
+        h = module(h, emb, context)
+        hs.append(h)
+    h = self.middle_block(h, emb, context)
+    for module in self.output_blocks:
+        h = module(torch.cat([h, hs.pop()], dim=1), emb, context)
+    return self.out(h.type(x.dtype))
 
 # %% ../nbs/09_unet.ipynb #c36b0091
 class IdentityWrapper(nn.Module):
