@@ -12,10 +12,11 @@ import math
 
 import torch
 import torch.nn as nn
+from fastcore.basics import patch
 
 from .utils import append_dims, instantiate_from_config
 
-# %% ../nbs/06_loss.ipynb #cf294dd6
+# %% ../nbs/06_loss.ipynb #338ed7ef
 class StandardDiffusionLoss(nn.Module):
     "sgm's diffusion loss: noise to sampled sigmas, denoise, return each sample's weighted l2/l1 error (B,)."
 
@@ -52,34 +53,50 @@ class StandardDiffusionLoss(nn.Module):
         self.batch2model_keys = set(batch2model_keys)
         self.last_sigmas = None
 
-    def get_noise(self, input: torch.Tensor) -> torch.Tensor:
-        "Standard normal noise like `input`, plus `offset_noise_level` times one N(0,1) shift per sample and channel."
-        noise = torch.randn_like(input)
-        if self.offset_noise_level > 0.0:
-            offset = torch.randn(input.shape[:2], device=input.device, dtype=input.dtype)
-            noise = noise + self.offset_noise_level * append_dims(offset, input.ndim)
-        return noise
+# %% ../nbs/06_loss.ipynb #a5529f31
+@patch
+def get_noise(self: StandardDiffusionLoss, input: torch.Tensor) -> torch.Tensor:
+    "Standard normal noise like `input`, plus `offset_noise_level` times one N(0,1) shift per sample and channel."
+    noise = torch.randn_like(input)
+    if self.offset_noise_level > 0.0:
+        offset = torch.randn(input.shape[:2], device=input.device, dtype=input.dtype)
+        noise = noise + self.offset_noise_level * append_dims(offset, input.ndim)
+    return noise
 
-    def get_noised_input(self, sigmas_bc: torch.Tensor, noise: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
-        return input + noise * sigmas_bc
 
-    def forward(
-        self, network: nn.Module, denoiser: nn.Module, conditioner, input: torch.Tensor, batch: dict
-    ) -> torch.Tensor:
-        cond = conditioner(batch)
-        return self._forward(network, denoiser, cond, input, batch)
+@patch
+def get_noised_input(
+    self: StandardDiffusionLoss, sigmas_bc: torch.Tensor, noise: torch.Tensor, input: torch.Tensor
+) -> torch.Tensor:
+    return input + noise * sigmas_bc
 
-    def _forward(self, network, denoiser, cond: dict, input: torch.Tensor, batch: dict) -> torch.Tensor:
-        additional_model_inputs = {key: batch[key] for key in self.batch2model_keys.intersection(batch)}
-        sigmas = self.sigma_sampler(input.shape[0]).to(input)
-        self.last_sigmas = sigmas.detach()  # for the training log; a device tensor, no host sync
-        noise = self.get_noise(input)
-        sigmas_bc = append_dims(sigmas, input.ndim)
-        noised_input = self.get_noised_input(sigmas_bc, noise, input)
-        model_output = denoiser(network, noised_input, sigmas, cond, **additional_model_inputs)
-        w = append_dims(self.loss_weighting(sigmas), input.ndim)
-        return self.get_loss(model_output, input, w)
+# %% ../nbs/06_loss.ipynb #560f62c1
+@patch
+def get_loss(
+    self: StandardDiffusionLoss, model_output: torch.Tensor, target: torch.Tensor, w: torch.Tensor
+) -> torch.Tensor:
+    err = (model_output - target) ** 2 if self.loss_type == "l2" else (model_output - target).abs()
+    return torch.mean((w * err).reshape(target.shape[0], -1), 1)
 
-    def get_loss(self, model_output: torch.Tensor, target: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        err = (model_output - target) ** 2 if self.loss_type == "l2" else (model_output - target).abs()
-        return torch.mean((w * err).reshape(target.shape[0], -1), 1)
+# %% ../nbs/06_loss.ipynb #2afb8925
+@patch
+def forward(
+    self: StandardDiffusionLoss, network: nn.Module, denoiser: nn.Module, conditioner, input: torch.Tensor, batch: dict
+) -> torch.Tensor:
+    cond = conditioner(batch)
+    return self._forward(network, denoiser, cond, input, batch)
+
+
+@patch
+def _forward(
+    self: StandardDiffusionLoss, network, denoiser, cond: dict, input: torch.Tensor, batch: dict
+) -> torch.Tensor:
+    additional_model_inputs = {key: batch[key] for key in self.batch2model_keys.intersection(batch)}
+    sigmas = self.sigma_sampler(input.shape[0]).to(input)
+    self.last_sigmas = sigmas.detach()  # for the training log; a device tensor, no host sync
+    noise = self.get_noise(input)
+    sigmas_bc = append_dims(sigmas, input.ndim)
+    noised_input = self.get_noised_input(sigmas_bc, noise, input)
+    model_output = denoiser(network, noised_input, sigmas, cond, **additional_model_inputs)
+    w = append_dims(self.loss_weighting(sigmas), input.ndim)
+    return self.get_loss(model_output, input, w)
