@@ -1,4 +1,4 @@
-"""Which noise levels a model trains on (`EDMSampling`, `DiscreteSampling`) and which it samples with (`EDMDiscretization`, `LegacyDDPMDiscretization`).
+"""Which noise levels a model trains on (`EDMSampling`, `DiscreteSampling`) and which it samples with (`EDMDiscretization`, `LegacyDDPMDiscretization`), and rectified flow's (`LogitNormalSampling`, `RectifiedFlowDiscretization`) read as the same σ-space objects.
 
 Docs: https://sgm-nb.github.io/sgm_nb/sigma_sampling.html.md"""
 
@@ -6,9 +6,11 @@ Docs: https://sgm-nb.github.io/sgm_nb/sigma_sampling.html.md"""
 
 # %% auto #0
 __all__ = ['append_zero', 'Discretization', 'EDMDiscretization', 'trailing_timesteps', 'LegacyDDPMDiscretization', 'EDMSampling',
-           'DiscreteSampling']
+           'DiscreteSampling', 'sigma_from_flow_t', 'flow_t_from_sigma', 'shift_flow_t', 'LogitNormalSampling',
+           'RectifiedFlowDiscretization']
 
 # %% ../nbs/04_sigma_sampling.ipynb #63230bb5
+import math
 from abc import abstractmethod
 
 import torch
@@ -106,3 +108,41 @@ class DiscreteSampling:
     def __call__(self, n_samples, rand=None):
         idx = default(rand, lambda: torch.randint(0, self.num_idx, (n_samples,)))
         return self.idx_to_sigma(idx)
+
+# %% ../nbs/04_sigma_sampling.ipynb #73f9f404
+def sigma_from_flow_t(t):
+    "Rectified flow's time t in [0, 1) as a noise level, sigma = t / (1 - t) (x_t = x_sigma / (1 + sigma))."
+    return t / (1 - t)
+
+
+def flow_t_from_sigma(sigma):
+    "The inverse map, t = sigma / (1 + sigma): a noise level in [0, inf) as rectified flow's time in [0, 1)."
+    return sigma / (1 + sigma)
+
+# %% ../nbs/04_sigma_sampling.ipynb #389dd955
+def shift_flow_t(t, shift):
+    "SD3's timestep shift t' = shift t / (1 + (shift - 1) t); as noise levels it is sigma' = shift * sigma."
+    return shift * t / (1 + (shift - 1) * t)
+
+
+class LogitNormalSampling(EDMSampling):
+    "SD3's training times t = sigmoid(m + s z), then shifted, as sigmas: `EDMSampling(m + log(shift), s)`."
+
+    def __init__(self, m=0.0, s=1.0, shift=1.0):
+        self.m = check_number("m (the mean of logit t)", m)
+        self.s = check_number("s", s, 0, above=True)
+        self.shift = check_number("shift", shift, 0, above=True)
+        super().__init__(p_mean=self.m + math.log(self.shift), p_std=self.s)
+
+# %% ../nbs/04_sigma_sampling.ipynb #4fd02611
+class RectifiedFlowDiscretization(Discretization):
+    "n equal steps in rectified flow's time t down to 0, shifted by `shift`, as sigmas t / (1 - t) from sigma_max."
+
+    def __init__(self, shift=1.0, sigma_max=80.0):
+        self.shift = check_number("shift", shift, 0, above=True)
+        self.sigma_max = check_number("sigma_max", sigma_max, 0, above=True)
+
+    def get_sigmas(self, n):
+        t_max = flow_t_from_sigma(self.sigma_max / self.shift)  # unshifted; its shifted sigma is sigma_max
+        t = t_max * torch.arange(n, 0, -1, dtype=torch.float64) / n  # t_max, ..., t_max / n (then 0 is appended)
+        return self.shift * sigma_from_flow_t(t)  # = sigma_from_flow_t(shift_flow_t(t, shift)), without the rounding
