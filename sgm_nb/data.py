@@ -7,11 +7,11 @@ Docs: https://sgm-nb.github.io/sgm_nb/data.html.md"""
 # %% auto #0
 __all__ = ['MNIST5K_FILE', 'DATASETS', 'uint8_to_float', 'make_batch', 'ImageDataset', 'build_mnist5k', 'load_mnist5k',
            'mnist5k_split', 'mnist5k_dataset', 'pixel_stats', 'Resource', 'DownloadError', 'data_dir', 'md5sum',
-           'download', 'read_idx', 'read_cifar10', 'load_dataset', 'write_idx', 'InMemoryLoader', 'MNIST5kLoader',
+           'download', 'read_idx', 'write_idx', 'read_cifar10', 'load_dataset', 'InMemoryLoader', 'MNIST5kLoader',
            'MNISTLoader', 'CIFAR10Loader', 'make_shapes10', 'Shapes10Loader', 'toy_gmm', 'sample_gmm', 'ToyDataset',
            'save_png', 'save_mnist5k_grid', 'data_demo']
 
-# %% ../nbs/21_data.ipynb #d8d4448e
+# %% ../nbs/21_data.ipynb #1b3fc717
 import gzip
 import hashlib
 import os
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from fastcore.script import call_parse
 from torch.utils.data import Dataset
 
@@ -119,7 +120,7 @@ def pixel_stats(x: torch.Tensor) -> dict:
     x = torch.as_tensor(x).double()
     return {"mean": x.mean().item(), "std": x.std().item(), "rms": x.square().mean().sqrt().item()}
 
-# %% ../nbs/21_data.ipynb #91b4be8b
+# %% ../nbs/21_data.ipynb #33b8394f
 @dataclass(frozen=True)
 class Resource:
     "One downloadable file: its name in the cache, its MD5 and the URLs to try in order."
@@ -143,7 +144,7 @@ def _idx_files(bases, md5s):
     keys = ("train_images", "train_labels", "test_images", "test_labels")
     return {k: Resource(n, m, tuple(b + n for b in bases)) for k, n, m in zip(keys, names, md5s)}
 
-
+# %% ../nbs/21_data.ipynb #0de5a3a9
 DATASETS = {
     "mnist": {
         "format": "idx",
@@ -181,7 +182,7 @@ DATASETS = {
     },
 }
 
-
+# %% ../nbs/21_data.ipynb #7691d8d5
 class DownloadError(RuntimeError):
     "A dataset file could not be fetched or failed its checksum."
 
@@ -244,7 +245,7 @@ def download(resource: Resource, dest_dir: str | Path, timeout: float = 30.0) ->
     )
     raise DownloadError(f"cannot download {resource.filename} (offline?): {'; '.join(errors)}. {todo}")
 
-# %% ../nbs/21_data.ipynb #5dd45e6e
+# %% ../nbs/21_data.ipynb #f6d0cb76
 def read_idx(path: str | Path) -> np.ndarray:
     "Read a (gzipped) IDX file of unsigned bytes into a numpy array."
     opener = gzip.open if str(path).endswith(".gz") else open
@@ -260,6 +261,14 @@ def read_idx(path: str | Path) -> np.ndarray:
     return arr.reshape(shape)
 
 
+def write_idx(path: str | Path, arr: np.ndarray):
+    "Write a uint8 array as a gzipped IDX file (the inverse of `read_idx`; used to build test fixtures)."
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, arr.ndim]) + np.asarray(arr.shape, dtype=">i4").tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.tobytes())
+
+# %% ../nbs/21_data.ipynb #f9336b43
 def read_cifar10(archive: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     "Images (N, 3, 32, 32) uint8 and labels of CIFAR-10's python archive, read without extracting it."
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
@@ -274,7 +283,7 @@ def read_cifar10(archive: str | Path, split: str = "train") -> tuple[np.ndarray,
             labels.append(np.asarray(d[b"labels"], dtype=np.int64))
     return np.concatenate(images), np.concatenate(labels)
 
-
+# %% ../nbs/21_data.ipynb #baee2c81
 def load_dataset(
     name: str,
     split: str = "train",
@@ -305,15 +314,7 @@ def load_dataset(
         return images, labels
     return read_cifar10(get("archive"), split)
 
-# %% ../nbs/21_data.ipynb #ddc29eaa
-def write_idx(path: str | Path, arr: np.ndarray):
-    "Write a uint8 array as a gzipped IDX file (the inverse of `read_idx`; used to build test fixtures)."
-    arr = np.ascontiguousarray(arr, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, arr.ndim]) + np.asarray(arr.shape, dtype=">i4").tobytes()
-    with gzip.open(path, "wb") as f:
-        f.write(header + arr.tobytes())
-
-# %% ../nbs/21_data.ipynb #0585f0d5
+# %% ../nbs/21_data.ipynb #9b6a6f6b
 class InMemoryLoader:
     "uint8 images (N, C, H, W) and optional labels held as tensors; batch m of a run is a function of (seed, m, rank)."
 
@@ -345,41 +346,49 @@ class InMemoryLoader:
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.images.shape[1:])
 
-    def to(self, device):
-        "Move the images (uint8) and labels to `device` once, so that batches are cut there."
-        self.images = self.images.to(device)
-        if self.labels is not None:
-            self.labels = self.labels.to(device)
-        return self
+# %% ../nbs/21_data.ipynb #90ab626b
+@patch
+def to(self: InMemoryLoader, device):
+    "Move the images (uint8) and labels to `device` once, so that batches are cut there."
+    self.images = self.images.to(device)
+    if self.labels is not None:
+        self.labels = self.labels.to(device)
+    return self
 
-    def batches_per_epoch(self, world_size: int = 1) -> int:
-        n = len(self) // world_size // self.batch_size
-        if n < 1:
-            raise ValueError(
-                f"{len(self)} images make no full batch of {self.batch_size} on each of {world_size} ranks"
-            )
-        return n
 
-    def indices(self, m: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> torch.Tensor:
-        "The dataset indices of micro-batch `m` on `rank`."
-        nb = self.batches_per_epoch(world_size)
-        epoch, i = divmod(m, nb)
-        if self.shuffle:
-            perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        else:
-            perm = torch.arange(len(self))
-        return perm[rank::world_size][i * self.batch_size : (i + 1) * self.batch_size]
+@patch
+def batches_per_epoch(self: InMemoryLoader, world_size: int = 1) -> int:
+    n = len(self) // world_size // self.batch_size
+    if n < 1:
+        raise ValueError(f"{len(self)} images make no full batch of {self.batch_size} on each of {world_size} ranks")
+    return n
 
-    def get_batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        "sgm's batch dict {'jpg': float in [-1, 1], 'cls': int64} for dataset indices `idx`."
-        idx = idx.to(self.images.device)
-        batch = {"jpg": uint8_to_float(self.images[idx])}
-        if self.labels is not None:
-            batch["cls"] = self.labels[idx]
-        return batch
+# %% ../nbs/21_data.ipynb #a361bafb
+@patch
+def indices(self: InMemoryLoader, m: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    "The dataset indices of micro-batch `m` on `rank`."
+    nb = self.batches_per_epoch(world_size)
+    epoch, i = divmod(m, nb)
+    if self.shuffle:
+        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    else:
+        perm = torch.arange(len(self))
+    return perm[rank::world_size][i * self.batch_size : (i + 1) * self.batch_size]
 
-    def batch(self, m: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> dict[str, torch.Tensor]:
-        return self.get_batch(self.indices(m, seed, rank, world_size))
+# %% ../nbs/21_data.ipynb #6b9f722c
+@patch
+def get_batch(self: InMemoryLoader, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    "sgm's batch dict {'jpg': float in [-1, 1], 'cls': int64} for dataset indices `idx`."
+    idx = idx.to(self.images.device)
+    batch = {"jpg": uint8_to_float(self.images[idx])}
+    if self.labels is not None:
+        batch["cls"] = self.labels[idx]
+    return batch
+
+
+@patch
+def batch(self: InMemoryLoader, m: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> dict[str, torch.Tensor]:
+    return self.get_batch(self.indices(m, seed, rank, world_size))
 
 # %% ../nbs/21_data.ipynb #d26eb1f0
 def _pool_to(images: np.ndarray, size: int | None) -> np.ndarray:
@@ -481,7 +490,7 @@ class Shapes10Loader(InMemoryLoader):
     ):
         super().__init__(*make_shapes10(n, seed), batch_size, shuffle, n_classes=10)
 
-# %% ../nbs/21_data.ipynb #65345708
+# %% ../nbs/21_data.ipynb #c48c3caf
 def toy_gmm(name: str = "ring8", dtype=torch.float64) -> dict:
     "Weights (K,), means (K, 2), covariances (K, 2, 2) of a 2-D mixture: 'ring8', 'grid25', 'two_tilted', 'gaussian'."
     eye = torch.eye(2, dtype=dtype)
@@ -504,7 +513,7 @@ def toy_gmm(name: str = "ring8", dtype=torch.float64) -> dict:
     k = len(means)
     return {"weights": torch.full((k,), 1.0 / k, dtype=dtype), "means": means, "covs": covs.clone()}
 
-
+# %% ../nbs/21_data.ipynb #e2f1df0b
 def sample_gmm(
     weights: torch.Tensor, means: torch.Tensor, covs: torch.Tensor, n: int, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
