@@ -129,7 +129,12 @@ def test_rectified_flow_trains_from_the_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "done: step 2" in r.stdout
     (run,) = (tmp_path / "runs").iterdir()
-    assert (run / "checkpoints" / "last.ckpt").is_file()
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    # and it samples: the same Heun solver, the denoiser D(x; sigma) built from RectifiedFlowScaling
+    r = cli("sample", "--ckpt", ckpt, "--n", 4, "--nrow", 2, "--steps", 2, "--out", tmp_path / "g.png", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "g.png").is_file()
 
 
 def test_uncertainty_optimum_is_the_log_of_the_loss():
