@@ -65,7 +65,7 @@ class EpsWeighting(DiffusionLossWeighting):
 
 # %% ../nbs/03_weightings.ipynb #ad2166a7
 class RectifiedFlowWeighting(DiffusionLossWeighting):
-    "$w = (1+\\sigma)^2/\\sigma^2 = 1/c_\\text{out}^2$ of `RectifiedFlowScaling`: the plain velocity MSE $\\|F - v\\|^2$."
+    "$w = (1+\\sigma)^2/\\sigma^2 = 1/c_\\text{out}^2$ of `RectifiedFlowScaling`: the plain MSE on $v = n - x_0$."
 
     def __call__(self, sigma):
         sigma = check_sigma(sigma, allow_zero=False, who="RectifiedFlowWeighting")  # w(0) = inf
@@ -86,7 +86,7 @@ class MinSNRWeighting(DiffusionLossWeighting):
 
 # %% ../nbs/03_weightings.ipynb #8d05fd51
 class SoftMinSNRWeighting(EDMWeighting):
-    "k-diffusion's soft-min-SNR on the image-space MSE: $w = 1/(\\sigma^2 + \\sigma_d^2)$, a smooth min-SNR-$\\sigma_d^{-2}$."
+    "k-diffusion's soft-min-SNR in sgm's image-space loss: $w = 1/(\\sigma^2 + \\sigma_d^2)$, a smooth min-SNR."
 
     def __call__(self, sigma):
         sigma = check_sigma(sigma, allow_zero=True, who="SoftMinSNRWeighting")

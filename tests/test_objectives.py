@@ -129,4 +129,88 @@ def test_rectified_flow_trains_from_the_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "done: step 2" in r.stdout
     (run,) = (tmp_path / "runs").iterdir()
-    assert (run / "checkpoints" / "last.ckpt").is_file()
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    # and it samples: the same Heun solver, the denoiser D(x; sigma) built from RectifiedFlowScaling
+    r = cli("sample", "--ckpt", ckpt, "--n", 4, "--nrow", 2, "--steps", 2, "--out", tmp_path / "g.png", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "g.png").is_file()
+
+
+def test_uncertainty_optimum_is_the_log_of_the_loss():
+    "u* = ln L: the gradient of exp(-u) L + u vanishes there, and Adam on a fixed loss profile finds it."
+    from sgm_nb.objectives import EDM2Uncertainty
+
+    L = torch.logspace(-2, 2, 9, dtype=f64)
+    u = L.log().requires_grad_()
+    (g,) = torch.autograd.grad((torch.exp(-u) * L + u).sum(), u)
+    assert g.abs().max() < 1e-12
+    torch.manual_seed(0)
+    unc = EDM2Uncertainty(64)
+    opt = torch.optim.Adam(unc.parameters(), lr=0.05)
+    target = lambda s: 1 + s**2  # noqa: E731  a loss that grows with sigma
+    for k in range(300):
+        for group in opt.param_groups:
+            group["lr"] = 0.05 * (1 - k / 300)
+        sigma = torch.exp(torch.randn(512))
+        out = unc(sigma)
+        loss = (torch.exp(-out) * target(sigma) + out).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    s = torch.exp(torch.linspace(-1, 1, 9))
+    with torch.no_grad():
+        assert (unc(s) - target(s).log()).abs().max() < 0.03
+
+
+def test_uncertainty_weighted_loss_wraps_the_standard_loss():
+    from sgm_nb.denoiser import Denoiser
+    from sgm_nb.objectives import UncertaintyWeightedLoss
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t, c=None):
+            return torch.zeros_like(x)
+
+    cfgs = (
+        {"target": "sgm_nb.sigma_sampling.EDMSampling"},
+        {"target": "sgm_nb.weightings.EDMWeighting"},
+    )
+    uwl, plain = UncertaintyWeightedLoss(*cfgs, logvar_channels=16), StandardDiffusionLoss(*cfgs)
+    torch.nn.init.normal_(uwl.uncertainty.linear.weight)
+    den = Denoiser({"target": "sgm_nb.scalings.EDMScaling"})
+    x0 = torch.rand(8, 1, 6, 6) * 2 - 1
+    torch.manual_seed(3)
+    a = uwl._forward(Zero(), den, {}, x0, {})
+    torch.manual_seed(3)
+    b = plain._forward(Zero(), den, {}, x0, {})
+    u = uwl.uncertainty(uwl.last_sigmas)
+    torch.testing.assert_close(a, torch.exp(-u) * b + u)
+    assert [n for n, _ in uwl.named_parameters()] == ["uncertainty.linear.weight"]
+
+
+def test_lambda_profiles_against_closed_forms():
+    from sgm_nb.objectives import lambda_profile, profile_quantiles, sigma_grid
+    from sgm_nb.scalings import ScoreScaling
+    from sgm_nb.weightings import EDMWeighting, EpsWeighting
+
+    z90 = 1.2815515655446004
+    for pm, ps in ((-1.2, 1.2), (0.0, 1.0), (0.5, 0.7)):
+        lam, mass = lambda_profile(RectifiedFlowScaling(), RectifiedFlowWeighting(), EDMSampling(pm, ps))
+        q = profile_quantiles(lam, mass)  # matched pair: lambda ~ N(-2 pm, 4 ps^2)
+        torch.testing.assert_close(
+            q, torch.tensor([-2 * pm - 2 * ps * z90, -2 * pm, -2 * pm + 2 * ps * z90], dtype=f64), rtol=0, atol=5e-3
+        )
+        # weight sigma^2 on the score's target tilts ln sigma by 2 ps^2
+        lam, mass = lambda_profile(ScoreScaling(), EpsWeighting(), EDMSampling(pm, ps))
+        assert abs(profile_quantiles(lam, mass, (0.5,)).item() + 2 * (pm + 2 * ps**2)) < 5e-3
+    sigma, p = sigma_grid(EDMSampling())
+    assert abs(p.sum().item() - 1) < 1e-12 and abs((p * sigma.log()).sum().item() + 1.2) < 1e-9
+    lam_t, mass_t = lambda_profile(EDMScaling(), EDMWeighting(), EDMSampling())  # matched: the sampler's own p
+    lam_e, mass_e = lambda_profile(EDMScaling(), EDMWeighting(), EDMSampling(), frame="eps")
+    torch.testing.assert_close(lam_e, lam_t, rtol=0, atol=0)
+    w = 1 + torch.exp(-lam_t) / 0.25  # the eps-frame factor w sigma^2 = 1 + sigma^2 / sigma_d^2, sigma^2 = e^-lambda
+    expected = mass_t * w / (mass_t * w).sum()
+    keep = expected > 1e-12
+    assert rel(mass_e[keep], expected[keep]) < 1e-9
+    with pytest.raises(ValueError, match="frame must be 'target' or 'eps', got 'x0'"):
+        lambda_profile(EDMScaling(), EDMWeighting(), EDMSampling(), frame="x0")
