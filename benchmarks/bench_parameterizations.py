@@ -3,6 +3,10 @@ and its weighting differ.
 
     .venv/bin/python benchmarks/bench_parameterizations.py [--steps 4000] [--seeds 3] [--batch 256] \
         [--samples 3000] [--quick]
+    .venv/bin/python benchmarks/bench_parameterizations.py --fair [--budgets 500,1500,4000] [--seeds 2]
+
+`--fair` runs the Score-versus-EDM comparison of nbs/08 with the noise level fed to the network the same way for every
+run (see `FAIR` and `run_fair` below); without it, the six-way comparison described next.
 
 Five runs per seed (and one supplementary, below), each `sgm_nb.scalings` scaling with its matching `sgm_nb.weightings`
 weighting:
@@ -69,7 +73,7 @@ from sgm_nb.metrics import (
 from sgm_nb.oracle import GaussianMixture
 from sgm_nb.sampling import HeunEDMSampler
 from sgm_nb.scalings import EDMScaling, EpsScaling, ScoreScaling, VScaling, VScalingWithEDMcNoise
-from sgm_nb.score import ToyMLP
+from sgm_nb.score import SigmaScoreScaling, ToyMLP, WithEDMcNoise
 from sgm_nb.sigma_sampling import EDMDiscretization, EDMSampling
 from sgm_nb.utils import instantiate_from_config
 from sgm_nb.weightings import EDMWeighting, EpsWeighting, VWeighting, effective_weight
@@ -91,6 +95,18 @@ PARAMS = {  # name: (scaling config, weighting config)
     "V, EDM c_noise": (_cfg(VScalingWithEDMcNoise), _cfg(VWeighting)),
     "Score": (_cfg(ScoreScaling), _cfg(EpsWeighting)),
     "EDM, σd=0.5": (_cfg(EDMScaling), _cfg(EDMWeighting)),  # supplementary: sgm's default sigma_data, not the data std
+}
+
+
+FAIR = {  # name: (scaling config, weighting config); every c_noise but the last is EDM's ln(σ)/4
+    "EDM σd=1.42": (_cfg(EDMScaling, sigma_data=SIGMA_DATA), _cfg(EDMWeighting, sigma_data=SIGMA_DATA)),
+    "EDM σd=0.5": (_cfg(EDMScaling), _cfg(EDMWeighting)),
+    "Score": (_cfg(WithEDMcNoise, scaling_config=_cfg(ScoreScaling)), _cfg(EpsWeighting)),
+    "σ·Score σd=1.42": (
+        _cfg(WithEDMcNoise, scaling_config=_cfg(SigmaScoreScaling, sigma_data=SIGMA_DATA)),
+        _cfg(EpsWeighting),
+    ),
+    "Score, c_noise=σ": (_cfg(ScoreScaling), _cfg(EpsWeighting)),  # sgm's ScoreScaling: the c_noise effect alone
 }
 
 
@@ -255,6 +271,44 @@ def run(steps, n_seeds, batch, n_samples, n_eval, n_sig):
     print(f"\ntotal wall time {time.perf_counter() - t_start:.0f}s")
 
 
+def run_fair(budgets, n_seeds, batch, n_samples, n_eval, n_sig):
+    "Score against EDM with one c_noise (EDM's) and embedding for all, at several budgets and seeds."
+    t_start = time.perf_counter()
+    sig_eval = torch.logspace(math.log10(0.002), math.log10(80.0), n_sig, dtype=torch.float64)
+    x0_eval = RING.sample(n_eval, generator=torch.Generator().manual_seed(1))
+    x_T = torch.randn(n_samples, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ref = RING.sample(n_samples, generator=torch.Generator().manual_seed(4))
+    sampler = HeunEDMSampler(_cfg(EDMDiscretization), num_steps=18)
+    print(
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} thread(s); fair mode, budgets {budgets}, "
+        f"seeds {list(range(n_seeds))}, batch {batch}, sigma_data {SIGMA_DATA:.4f}"
+    )
+    table = {}
+    for steps in budgets:
+        for name, (sc, wt) in FAIR.items():
+            rows = []
+            for seed in range(n_seeds):
+                D, secs = train(sc, wt, steps, batch, seed)
+                errs, sm = evaluate(D, x0_eval, sig_eval, x_T, ref, sampler)
+                rows.append((band_means(errs, sig_eval), sm, secs))
+            table[steps, name] = rows
+            print(f"  {steps:5d} steps {name:17s} done ({sum(r[2] for r in rows):.1f}s)", flush=True)
+    band_hdr = " ".join(
+        f"[{lo:g}, {hi:g}{']' if i == len(BANDS) - 1 else ')'}".rjust(21) for i, (lo, hi) in enumerate(BANDS)
+    )
+    print(f"\nExcess error E||D - D*||^2, band means, mean ± sd over {n_seeds} seeds; then samples (35-NFE Heun)")
+    print(f"{'steps':>5s} {'run':17s} {band_hdr} {'sliced W2':>17s} {'near mode':>15s} {'log p (≥-50)':>17s}")
+    for (steps, name), rows in table.items():
+        cols = [ms([r[0][i] for r in rows], ".2e").rjust(21) for i in range(len(BANDS))]
+        get = lambda k, rows=rows: [r[1][k] for r in rows]
+        print(
+            f"{steps:5d} {name:17s} {' '.join(cols)} {ms(get('SW2'), '.3g'):>17s} {ms(get('near'), '.3f'):>15s} "
+            f"{ms(get('logp'), '.2f'):>17s}"
+        )
+    print(f"\ntotal wall time {time.perf_counter() - t_start:.0f}s")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=4000)
@@ -262,9 +316,22 @@ def main():
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--samples", type=int, default=3000)
     p.add_argument("--quick", action="store_true", help="smoke test: 150 steps, 2 seeds, 500 samples, 8 sigmas")
+    p.add_argument("--fair", action="store_true", help="Score vs EDM with EDM's c_noise for all, at several budgets")
+    p.add_argument("--budgets", default="500,1500,4000", help="--fair: comma-separated training steps")
     a = p.parse_args()
     torch.set_num_threads(1)
-    if a.quick:
+    if a.fair:
+        budgets = [150] if a.quick else [int(b) for b in a.budgets.split(",")]
+        seeds = 2 if a.quick else a.seeds
+        run_fair(
+            budgets,
+            seeds,
+            128 if a.quick else a.batch,
+            500 if a.quick else a.samples,
+            500 if a.quick else 4000,
+            8 if a.quick else 32,
+        )
+    elif a.quick:
         run(150, 2, 128, 500, 500, 8)
     else:
         run(a.steps, a.seeds, a.batch, a.samples, 4000, 32)

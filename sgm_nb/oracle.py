@@ -11,6 +11,7 @@ __all__ = ['GaussianMixture', 'gaussian_flow', 'odeint', 'EmpiricalDenoiser', 'i
 import math
 
 import torch
+from fastcore.basics import patch
 
 from .data import toy_gmm
 from .noising import check_sigma
@@ -38,7 +39,7 @@ def _flatten(x: torch.Tensor, d: int, like: torch.Tensor) -> torch.Tensor:
         )
     return x.reshape(len(x), d).to(like)
 
-# %% ../nbs/07_oracle.ipynb #e1920665
+# %% ../nbs/07_oracle.ipynb #fe4f0e53
 class GaussianMixture:
     "The mixture $\\sum_k \\pi_k \\mathcal N(\\mu_k, \\Sigma_k)$: exact log-density, score and denoiser when noised."
 
@@ -70,104 +71,136 @@ class GaussianMixture:
         self.eigvals = self.eigvals.clamp_min(0)
         self.weights, self.means, self.covs = weights, means, covs
 
-    @classmethod
-    def from_toy(cls, name: str = "ring8", dtype=torch.float64):
-        "One of `sgm_nb.data.toy_gmm`'s named 2-D mixtures."
-        return cls(**toy_gmm(name, dtype=dtype))
+# %% ../nbs/07_oracle.ipynb #451d4884
+@patch(cls_method=True)
+def from_toy(cls: GaussianMixture, name: str = "ring8", dtype=torch.float64):
+    "One of `sgm_nb.data.toy_gmm`'s named 2-D mixtures."
+    return cls(**toy_gmm(name, dtype=dtype))
 
-    @classmethod
-    def gaussian(cls, mean, cov):
-        "Gaussian data $\\mathcal N(m, \\Sigma)$: the one-component mixture."
-        mean = torch.as_tensor(mean)
-        return cls(
-            torch.ones(1, dtype=mean.dtype if mean.is_floating_point() else None),
-            mean[None],
-            torch.as_tensor(cov)[None],
-        )
 
-    @property
-    def n_components(self) -> int:
-        return self.means.shape[0]
+@patch(cls_method=True)
+def gaussian(cls: GaussianMixture, mean, cov):
+    "Gaussian data $\\mathcal N(m, \\Sigma)$: the one-component mixture."
+    mean = torch.as_tensor(mean)
+    return cls(
+        torch.ones(1, dtype=mean.dtype if mean.is_floating_point() else None),
+        mean[None],
+        torch.as_tensor(cov)[None],
+    )
 
-    @property
-    def dim(self) -> int:
-        return self.means.shape[1]
 
-    @property
-    def mean(self) -> torch.Tensor:
-        return self.weights @ self.means
+@patch(as_prop=True)
+def n_components(self: GaussianMixture) -> int:
+    return self.means.shape[0]
 
-    def covariance(self, sigma: float = 0.0) -> torch.Tensor:
-        "Covariance of $p_\\sigma$: $\\sum_k \\pi_k(\\Sigma_k + \\mu_k\\mu_k^\\top) - mm^\\top + \\sigma^2 I$."
-        m = self.mean
-        second = torch.einsum("k,kij->ij", self.weights, self.covs + self.means[:, :, None] * self.means[:, None, :])
-        return second - torch.outer(m, m) + sigma**2 * torch.eye(self.dim, dtype=m.dtype, device=m.device)
 
-    def sample(
-        self, n: int, generator: torch.Generator | None = None, sigma: float = 0.0, return_components: bool = False
-    ):
-        "`n` samples (n, d) of $p_\\sigma$ (the data at `sigma=0`), optionally with the component (n,) of each."
-        if not (isinstance(n, int) and n >= 0):
-            raise ValueError(f"n must be an integer >= 0, got {n!r}")
-        sigma = _sigma_vector(sigma, n, self.means)[:, None]
-        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator).to(self.means.device)
-        z = torch.randn(n, self.dim, dtype=self.means.dtype, generator=generator).to(self.means.device)
-        noise = torch.randn(n, self.dim, dtype=self.means.dtype, generator=generator).to(self.means.device)
-        x0 = self.means[comp] + (self.eigvecs[comp] @ (self.eigvals[comp].sqrt() * z)[:, :, None])[:, :, 0]
-        x = x0 + sigma * noise
-        return (x, comp) if return_components else x
+@patch(as_prop=True)
+def dim(self: GaussianMixture) -> int:
+    return self.means.shape[1]
 
-    def _components(self, x: torch.Tensor, sigma):
-        "$z_k = U_k^\\top(x-\\mu_k)$, variances $\\lambda_k+\\sigma^2$ (N, K, d); $\\log\\pi_k\\mathcal N_k$ (N, K)."
-        x = _flatten(x, self.dim, self.means)
-        s2 = _sigma_vector(sigma, len(x), x)[:, None, None] ** 2
-        z = torch.einsum("kji,nkj->nki", self.eigvecs, x[:, None, :] - self.means)
-        var = self.eigvals + s2
-        if (var == 0).any():
-            raise ValueError("sigma = 0 needs positive-definite covariances; this mixture has a singular one")
-        log_n = -0.5 * (self.dim * math.log(2 * math.pi) + var.log().sum(-1) + (z**2 / var).sum(-1))
-        return z, var, self.weights.log() + log_n
 
-    def _resp(self, log_joint: torch.Tensor, cls) -> torch.Tensor:
-        "Responsibilities $r_k$ (N, K); a component label per sample (N,) makes them one-hot (the conditional oracle)."
-        if cls is None:
-            return log_joint.softmax(-1)
-        cls = torch.as_tensor(cls, device=log_joint.device).long().reshape(-1)
-        if len(cls) not in (1, len(log_joint)):
-            raise ValueError(f"cls must have 1 or {len(log_joint)} entries, got {len(cls)}")
-        cls = cls.expand(len(log_joint))
-        if ((cls < 0) | (cls >= self.n_components)).any():
-            raise ValueError(f"cls must lie in [0, {self.n_components - 1}], got {cls.unique().tolist()[:8]}")
-        return torch.nn.functional.one_hot(cls, self.n_components).to(log_joint)
+@patch(as_prop=True)
+def mean(self: GaussianMixture) -> torch.Tensor:
+    return self.weights @ self.means
 
-    def log_prob(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
-        "$\\log p_\\sigma(x)$ for a batch x (N, ...), shape (N,)."
-        return self._components(x, sigma)[2].logsumexp(-1).to(x)
 
-    def responsibilities(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
-        "The posterior probabilities $r_k(x)$ of the components given $x_\\sigma = x$, shape (N, K)."
-        return self._components(x, sigma)[2].softmax(-1).to(x)
+@patch
+def covariance(self: GaussianMixture, sigma: float = 0.0) -> torch.Tensor:
+    "Covariance of $p_\\sigma$: $\\sum_k \\pi_k(\\Sigma_k + \\mu_k\\mu_k^\\top) - mm^\\top + \\sigma^2 I$."
+    m = self.mean
+    second = torch.einsum("k,kij->ij", self.weights, self.covs + self.means[:, :, None] * self.means[:, None, :])
+    return second - torch.outer(m, m) + sigma**2 * torch.eye(self.dim, dtype=m.dtype, device=m.device)
 
-    def score(self, x: torch.Tensor, sigma=0.0, cls=None) -> torch.Tensor:
-        r"$\nabla_x \log p_\sigma = -\sum_k r_k (\Sigma_k+\sigma^2I)^{-1}(x-\mu_k)$, like x; `cls`: one component."
-        z, var, log_joint = self._components(x, sigma)
-        r = self._resp(log_joint, cls)
-        g = torch.einsum("kij,nkj->ni", self.eigvecs, r[..., None] * z / var)
-        return (-g).reshape(x.shape).to(x)
+# %% ../nbs/07_oracle.ipynb #4672f571
+@patch
+def sample(
+    self: GaussianMixture,
+    n: int,
+    generator: torch.Generator | None = None,
+    sigma: float = 0.0,
+    return_components: bool = False,
+):
+    "`n` samples (n, d) of $p_\\sigma$ (the data at `sigma=0`), optionally with the component (n,) of each."
+    if not (isinstance(n, int) and n >= 0):
+        raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    sigma = _sigma_vector(sigma, n, self.means)[:, None]
+    comp = torch.multinomial(self.weights, n, replacement=True, generator=generator).to(self.means.device)
+    z = torch.randn(n, self.dim, dtype=self.means.dtype, generator=generator).to(self.means.device)
+    noise = torch.randn(n, self.dim, dtype=self.means.dtype, generator=generator).to(self.means.device)
+    x0 = self.means[comp]
+    for k in comp.unique().tolist():  # one matmul per component present
+        rows = (comp == k).nonzero()[:, 0]
+        x0[rows] += (self.eigvals[k].sqrt() * z[rows]) @ self.eigvecs[k].T
+    x = x0 + sigma * noise
+    return (x, comp) if return_components else x
 
-    def denoiser(self, x: torch.Tensor, sigma, cls=None) -> torch.Tensor:
-        "$D^* = \\sum_k r_k[\\mu_k + \\Sigma_k(\\Sigma_k+\\sigma^2I)^{-1}(x-\\mu_k)]$, like x; `cls`: one component."
-        z, var, log_joint = self._components(x, sigma)
-        r = self._resp(log_joint, cls)
-        shrunk = torch.einsum("kij,nkj->ni", self.eigvecs, r[..., None] * z * (self.eigvals / var))
-        return (r @ self.means + shrunk).reshape(x.shape).to(x)
+# %% ../nbs/07_oracle.ipynb #03e0eff5
+@patch
+def _components(self: GaussianMixture, x: torch.Tensor, sigma):
+    "$z_k = U_k^\\top(x-\\mu_k)$, variances $\\lambda_k+\\sigma^2$ (N, K, d); $\\log\\pi_k\\mathcal N_k$ (N, K)."
+    x = _flatten(x, self.dim, self.means)
+    s2 = _sigma_vector(sigma, len(x), x)[:, None, None] ** 2
+    z = torch.einsum("kji,nkj->nki", self.eigvecs, x[:, None, :] - self.means)
+    var = self.eigvals + s2
+    if (var == 0).any():
+        raise ValueError("sigma = 0 needs positive-definite covariances; this mixture has a singular one")
+    log_n = -0.5 * (self.dim * math.log(2 * math.pi) + var.log().sum(-1) + (z**2 / var).sum(-1))
+    return z, var, self.weights.log() + log_n
 
-    def __call__(self, x: torch.Tensor, sigma, c: dict | None = None) -> torch.Tensor:
-        "The samplers' `denoiser(x, sigma, c)`: $D^*$, conditioned on the component when `c` carries `'cls'`."
-        return self.denoiser(x, sigma, cls=(c or {}).get("cls"))
 
-    def __repr__(self):
-        return f"GaussianMixture(K={self.n_components}, d={self.dim}, dtype={self.means.dtype})"
+@patch
+def _resp(self: GaussianMixture, log_joint: torch.Tensor, cls) -> torch.Tensor:
+    "Responsibilities $r_k$ (N, K); a component label per sample (N,) makes them one-hot (the conditional oracle)."
+    if cls is None:
+        return log_joint.softmax(-1)
+    cls = torch.as_tensor(cls, device=log_joint.device).long().reshape(-1)
+    if len(cls) not in (1, len(log_joint)):
+        raise ValueError(f"cls must have 1 or {len(log_joint)} entries, got {len(cls)}")
+    cls = cls.expand(len(log_joint))
+    if ((cls < 0) | (cls >= self.n_components)).any():
+        raise ValueError(f"cls must lie in [0, {self.n_components - 1}], got {cls.unique().tolist()[:8]}")
+    return torch.nn.functional.one_hot(cls, self.n_components).to(log_joint)
+
+
+@patch
+def log_prob(self: GaussianMixture, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
+    "$\\log p_\\sigma(x)$ for a batch x (N, ...), shape (N,)."
+    return self._components(x, sigma)[2].logsumexp(-1).to(x)
+
+
+@patch
+def responsibilities(self: GaussianMixture, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
+    "The posterior probabilities $r_k(x)$ of the components given $x_\\sigma = x$, shape (N, K)."
+    return self._components(x, sigma)[2].softmax(-1).to(x)
+
+# %% ../nbs/07_oracle.ipynb #42b024ac
+@patch
+def score(self: GaussianMixture, x: torch.Tensor, sigma=0.0, cls=None) -> torch.Tensor:
+    r"$\nabla_x \log p_\sigma = -\sum_k r_k (\Sigma_k+\sigma^2I)^{-1}(x-\mu_k)$, like x; `cls`: one component."
+    z, var, log_joint = self._components(x, sigma)
+    r = self._resp(log_joint, cls)
+    g = torch.einsum("kij,nkj->ni", self.eigvecs, r[..., None] * z / var)
+    return (-g).reshape(x.shape).to(x)
+
+
+@patch
+def denoiser(self: GaussianMixture, x: torch.Tensor, sigma, cls=None) -> torch.Tensor:
+    "$D^* = \\sum_k r_k[\\mu_k + \\Sigma_k(\\Sigma_k+\\sigma^2I)^{-1}(x-\\mu_k)]$, like x; `cls`: one component."
+    z, var, log_joint = self._components(x, sigma)
+    r = self._resp(log_joint, cls)
+    shrunk = torch.einsum("kij,nkj->ni", self.eigvecs, r[..., None] * z * (self.eigvals / var))
+    return (r @ self.means + shrunk).reshape(x.shape).to(x)
+
+
+@patch
+def __call__(self: GaussianMixture, x: torch.Tensor, sigma, c: dict | None = None) -> torch.Tensor:
+    "The samplers' `denoiser(x, sigma, c)`: $D^*$, conditioned on the component when `c` carries `'cls'`."
+    return self.denoiser(x, sigma, cls=(c or {}).get("cls"))
+
+
+@patch
+def __repr__(self: GaussianMixture):
+    return f"GaussianMixture(K={self.n_components}, d={self.dim}, dtype={self.means.dtype})"
 
 # %% ../nbs/07_oracle.ipynb #8cd73ffd
 def gaussian_flow(gaussian: GaussianMixture, x: torch.Tensor, sigma_from, sigma_to) -> torch.Tensor:
@@ -209,7 +242,7 @@ def odeint(f, x, ts, method: str = "rk4", return_path: bool = False):
         path.append(x)
     return path if return_path else x
 
-# %% ../nbs/07_oracle.ipynb #95d2f0bc
+# %% ../nbs/07_oracle.ipynb #9098e926
 class EmpiricalDenoiser:
     "The exact denoiser of a training set $\\{x_i\\}$: the $x_i$ weighted by a softmax of $-\\|x-x_i\\|^2/2\\sigma^2$."
 
@@ -233,42 +266,52 @@ class EmpiricalDenoiser:
     def mean(self) -> torch.Tensor:
         return self.data.mean(0)
 
-    def _block(self, x: torch.Tensor, inv_two_var: torch.Tensor) -> torch.Tensor:
-        "D_emp for one block of queries (n, d), by an online softmax over chunks of the training set."
-        run_max = torch.full((len(x),), -torch.inf, dtype=x.dtype, device=x.device)
-        total = torch.zeros(len(x), dtype=x.dtype, device=x.device)
-        acc = torch.zeros_like(x)
-        for xi, sq in zip(self.data.split(self.chunk_size), self.sq_norms.split(self.chunk_size)):
-            logits = (2 * x @ xi.T - sq) * inv_two_var[:, None]  # -(|x - x_i|^2 - |x|^2) / (2 sigma^2)
-            new_max = torch.maximum(run_max, logits.amax(1))
-            rescale = (run_max - new_max).exp()
-            w = (logits - new_max[:, None]).exp()
-            total = total * rescale + w.sum(1)
-            acc = acc * rescale[:, None] + w @ xi
-            run_max = new_max
-        return acc / total[:, None]
+# %% ../nbs/07_oracle.ipynb #6485431a
+@patch
+def _block(self: EmpiricalDenoiser, x: torch.Tensor, inv_two_var: torch.Tensor) -> torch.Tensor:
+    "D_emp for one block of queries (n, d), by an online softmax over chunks of the training set."
+    run_max = torch.full((len(x),), -torch.inf, dtype=x.dtype, device=x.device)
+    total = torch.zeros(len(x), dtype=x.dtype, device=x.device)
+    acc = torch.zeros_like(x)
+    for xi, sq in zip(self.data.split(self.chunk_size), self.sq_norms.split(self.chunk_size)):
+        logits = (2 * x @ xi.T - sq) * inv_two_var[:, None]  # -(|x - x_i|^2 - |x|^2) / (2 sigma^2)
+        new_max = torch.maximum(run_max, logits.amax(1))
+        rescale = (run_max - new_max).exp()
+        w = (logits - new_max[:, None]).exp()
+        total = total * rescale + w.sum(1)
+        acc = acc * rescale[:, None] + w @ xi
+        run_max = new_max
+    return acc / total[:, None]
 
-    def denoiser(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        "$D_\\text{emp}(x;\\sigma)$ for a batch x (N, ...) with d entries per sample, shaped like x."
-        xf = _flatten(x, self.dim, self.data)
-        s = _sigma_vector(sigma, len(xf), xf)
-        if (s == 0).any():
-            raise ValueError("EmpiricalDenoiser needs sigma > 0 (at sigma = 0 the weights are a hard argmin)")
-        inv = 1 / (2 * s**2)
-        out = [self._block(xb, ib) for xb, ib in zip(xf.split(self.chunk_size), inv.split(self.chunk_size))]
-        return torch.cat(out).reshape(x.shape).to(x)
+# %% ../nbs/07_oracle.ipynb #dfe1e8e2
+@patch
+def denoiser(self: EmpiricalDenoiser, x: torch.Tensor, sigma) -> torch.Tensor:  # noqa: F811 (one per class)
+    "$D_\\text{emp}(x;\\sigma)$ for a batch x (N, ...) with d entries per sample, shaped like x."
+    xf = _flatten(x, self.dim, self.data)
+    s = _sigma_vector(sigma, len(xf), xf)
+    if (s == 0).any():
+        raise ValueError("EmpiricalDenoiser needs sigma > 0 (at sigma = 0 the weights are a hard argmin)")
+    inv = 1 / (2 * s**2)
+    out = [self._block(xb, ib) for xb, ib in zip(xf.split(self.chunk_size), inv.split(self.chunk_size))]
+    return torch.cat(out).reshape(x.shape).to(x)
 
-    def score(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        "The score of the noised empirical distribution, $(D_\\text{emp} - x)/\\sigma^2$ (Tweedie), shaped like x."
-        s = append_dims(_sigma_vector(sigma, len(x), x), x.ndim)
-        return (self.denoiser(x, sigma) - x) / s**2
 
-    def __call__(self, x: torch.Tensor, sigma, c: dict | None = None) -> torch.Tensor:
-        "The samplers' `denoiser(x, sigma, c)`; `c` is ignored."
-        return self.denoiser(x, sigma)
+@patch
+def score(self: EmpiricalDenoiser, x: torch.Tensor, sigma) -> torch.Tensor:  # noqa: F811 (one per class)
+    "The score of the noised empirical distribution, $(D_\\text{emp} - x)/\\sigma^2$ (Tweedie), shaped like x."
+    s = append_dims(_sigma_vector(sigma, len(x), x), x.ndim)
+    return (self.denoiser(x, sigma) - x) / s**2
 
-    def __repr__(self):
-        return f"EmpiricalDenoiser(M={len(self.data)}, d={self.dim}, dtype={self.data.dtype})"
+
+@patch
+def __call__(self: EmpiricalDenoiser, x: torch.Tensor, sigma, c: dict | None = None) -> torch.Tensor:  # noqa: F811 (one per class)
+    "The samplers' `denoiser(x, sigma, c)`; `c` is ignored."
+    return self.denoiser(x, sigma)
+
+
+@patch
+def __repr__(self: EmpiricalDenoiser):  # noqa: F811 (one per class)
+    return f"EmpiricalDenoiser(M={len(self.data)}, d={self.dim}, dtype={self.data.dtype})"
 
 # %% ../nbs/07_oracle.ipynb #3b8660c9
 def ideal_network_output(scaling, denoiser, x: torch.Tensor, sigma, cond: dict | None = None) -> torch.Tensor:
