@@ -45,7 +45,7 @@ def build_network_wrapper(network_wrapper, model: nn.Module, compile_model: bool
 def _trainable_embedders(conditioner: nn.Module) -> list[nn.Module]:
     return [e for e in getattr(conditioner, "embedders", []) if getattr(e, "is_trainable", False)]
 
-# %% ../nbs/16_engine.ipynb #0b9bf24f
+# %% ../nbs/16_engine.ipynb #ddde9e99
 class DiffusionEngine(nn.Module):
     "sgm's DiffusionEngine as a plain module: network, denoiser, conditioner, first stage, loss, sampler and EMA."
 
@@ -77,41 +77,66 @@ class DiffusionEngine(nn.Module):
             check_int("en_and_decode_n_samples_a_time", en_and_decode_n_samples_a_time)
         self.log_keys, self.input_key, self.no_cond_log = log_keys, input_key, no_cond_log
         self.optimizer_config = default(optimizer_config, {"target": "torch.optim.AdamW"})
-        self.model = build_network_wrapper(network_wrapper, instantiate_from_config(network_config), compile_model)
-        self.denoiser = instantiate_from_config(denoiser_config)
-        self.sampler = instantiate_from_config(sampler_config) if sampler_config is not None else None
-        self.conditioner = instantiate_from_config(default(conditioner_config, UNCONDITIONAL_CONFIG))
-        self.scheduler_config = scheduler_config
-        self._init_first_stage(first_stage_config)
-        self.loss_fn = instantiate_from_config(loss_fn_config) if loss_fn_config is not None else None
-        self.use_ema = use_ema
-        if use_ema:
-            self.model_ema = LitEma(self.model, decay=ema_decay_rate)
-            trains_conditioner = any(p.requires_grad for p in self.conditioner.parameters())
-            self.conditioner_ema = LitEma(self.conditioner, decay=ema_decay_rate) if trains_conditioner else None
-        self.scale_factor = scale_factor
-        self.disable_first_stage_autocast = disable_first_stage_autocast
+        self._build_parts(network_config, network_wrapper, compile_model, denoiser_config, sampler_config)
+        self._build_rest(conditioner_config, scheduler_config, first_stage_config, loss_fn_config)
+        self._build_ema(use_ema, ema_decay_rate)
+        self.scale_factor, self.disable_first_stage_autocast = scale_factor, disable_first_stage_autocast
         self.en_and_decode_n_samples_a_time = en_and_decode_n_samples_a_time
-        self.learning_rate: float | None = None  # set by the training loop (sgm's main.py: model.base_learning_rate)
-        self.global_step = 0  # advanced by the training loop
+        self.learning_rate, self.global_step = None, 0  # set, and advanced, by the training loop (sgm's main.py)
         if ckpt_path is not None:
             self.init_from_ckpt(ckpt_path)
 
-    def _init_first_stage(self, config):
-        model = instantiate_from_config(config).eval()
-        for param in model.parameters():
-            param.requires_grad = False
-        self.first_stage_model = model
+# %% ../nbs/16_engine.ipynb #87ad8e16
+@patch
+def _build_parts(
+    self: DiffusionEngine, network_config, network_wrapper, compile_model, denoiser_config, sampler_config
+):
+    "model (the network in its wrapper), denoiser and sampler."
+    self.model = build_network_wrapper(network_wrapper, instantiate_from_config(network_config), compile_model)
+    self.denoiser = instantiate_from_config(denoiser_config)
+    self.sampler = instantiate_from_config(sampler_config) if sampler_config is not None else None
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.first_stage_model.eval()  # frozen for good (sgm's disabled_train)
-        return self
 
-    @property
-    def device(self) -> torch.device:
-        t = next(chain(self.parameters(), self.buffers()), None)
-        return t.device if t is not None else torch.device("cpu")
+@patch
+def _build_rest(self: DiffusionEngine, conditioner_config, scheduler_config, first_stage_config, loss_fn_config):
+    "conditioner, first stage (frozen) and loss; the scheduler's config is kept for configure_optimizers."
+    self.conditioner = instantiate_from_config(default(conditioner_config, UNCONDITIONAL_CONFIG))
+    self.scheduler_config = scheduler_config
+    self._init_first_stage(first_stage_config)
+    self.loss_fn = instantiate_from_config(loss_fn_config) if loss_fn_config is not None else None
+
+
+@patch
+def _init_first_stage(self: DiffusionEngine, config):
+    model = instantiate_from_config(config).eval()
+    for param in model.parameters():
+        param.requires_grad = False
+    self.first_stage_model = model
+
+# %% ../nbs/16_engine.ipynb #8fbe7e06
+@patch
+def _build_ema(self: DiffusionEngine, use_ema: bool, ema_decay_rate: float):
+    "model_ema over the network and, when the conditioner trains, conditioner_ema over its trainable parameters."
+    self.use_ema = use_ema
+    if use_ema:
+        self.model_ema = LitEma(self.model, decay=ema_decay_rate)
+        trains_conditioner = any(p.requires_grad for p in self.conditioner.parameters())
+        self.conditioner_ema = LitEma(self.conditioner, decay=ema_decay_rate) if trains_conditioner else None
+
+# %% ../nbs/16_engine.ipynb #71d76dd8
+@patch
+def train(self: DiffusionEngine, mode: bool = True):
+    "Train (or eval) mode for everything but the first stage, which stays in eval mode (sgm's disabled_train)."
+    nn.Module.train(self, mode)
+    self.first_stage_model.eval()  # frozen for good
+    return self
+
+
+@patch(as_prop=True)
+def device(self: DiffusionEngine) -> torch.device:
+    "The device of the first parameter or buffer (the CPU for an engine without any)."
+    t = next(chain(self.parameters(), self.buffers()), None)
+    return t.device if t is not None else torch.device("cpu")
 
 # %% ../nbs/16_engine.ipynb #5012c72e
 @patch
@@ -196,7 +221,30 @@ def on_train_batch_end(self: DiffusionEngine, *args, **kwargs):
         if self.conditioner_ema is not None:
             self.conditioner_ema(self.conditioner)
 
-# %% ../nbs/16_engine.ipynb #d586da76
+# %% ../nbs/16_engine.ipynb #d0b7d4b5
+@patch
+def instantiate_optimizer_from_config(self: DiffusionEngine, params, lr: float, cfg: dict):
+    "The optimizer `cfg['target'](params, lr=lr, **cfg['params'])`."
+    return get_obj_from_str(cfg["target"])(params, lr=lr, **cfg.get("params", dict()))
+
+
+@patch
+def configure_optimizers(self: DiffusionEngine):
+    "(optimizer over the network and trainable embedders at `learning_rate`, LambdaLR per step or None)."
+    if self.learning_rate is None:
+        raise ValueError(
+            "set engine.learning_rate before configure_optimizers (sgm's main.py sets it from model.base_learning_rate)"
+        )
+    params = list(self.model.parameters())
+    for embedder in _trainable_embedders(self.conditioner):
+        params += list(embedder.parameters())
+    opt = self.instantiate_optimizer_from_config(params, self.learning_rate, self.optimizer_config)
+    if self.scheduler_config is None:
+        return opt, None
+    scheduler = instantiate_from_config(self.scheduler_config)
+    return opt, LambdaLR(opt, lr_lambda=scheduler.schedule)
+
+# %% ../nbs/16_engine.ipynb #5f6d264e
 @patch
 def _ema_pairs(self: DiffusionEngine):
     pairs = [(self.model_ema, self.model)]
@@ -224,30 +272,7 @@ def ema_scope(self: DiffusionEngine, context: str | None = None):
             if context is not None:
                 print(f"{context}: Restored training weights")
 
-
-@patch
-def instantiate_optimizer_from_config(self: DiffusionEngine, params, lr: float, cfg: dict):
-    "The optimizer `cfg['target'](params, lr=lr, **cfg['params'])`."
-    return get_obj_from_str(cfg["target"])(params, lr=lr, **cfg.get("params", dict()))
-
-
-@patch
-def configure_optimizers(self: DiffusionEngine):
-    "(optimizer over the network and trainable embedders at `learning_rate`, LambdaLR per step or None)."
-    if self.learning_rate is None:
-        raise ValueError(
-            "set engine.learning_rate before configure_optimizers (sgm's main.py sets it from model.base_learning_rate)"
-        )
-    params = list(self.model.parameters())
-    for embedder in _trainable_embedders(self.conditioner):
-        params += list(embedder.parameters())
-    opt = self.instantiate_optimizer_from_config(params, self.learning_rate, self.optimizer_config)
-    if self.scheduler_config is None:
-        return opt, None
-    scheduler = instantiate_from_config(self.scheduler_config)
-    return opt, LambdaLR(opt, lr_lambda=scheduler.schedule)
-
-# %% ../nbs/16_engine.ipynb #32dd1972
+# %% ../nbs/16_engine.ipynb #398d994e
 @patch
 @torch.no_grad()
 def sample(
@@ -267,7 +292,7 @@ def sample(
     denoiser = lambda input, sigma, c: self.denoiser(self.model, input, sigma, c, **kwargs)
     return self.sampler(denoiser, randn, cond, uc=uc)
 
-
+# %% ../nbs/16_engine.ipynb #0ea7e6b0
 @patch
 @torch.no_grad()
 def log_conditionings(self: DiffusionEngine, batch: dict, n: int) -> dict:
@@ -281,7 +306,7 @@ def log_conditionings(self: DiffusionEngine, batch: dict, n: int) -> dict:
         if (self.log_keys is None or k in self.log_keys) and isinstance(batch.get(k), torch.Tensor)
     }
 
-
+# %% ../nbs/16_engine.ipynb #66f02fd0
 @patch
 @torch.no_grad()
 def log_images(
