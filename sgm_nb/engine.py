@@ -230,7 +230,7 @@ def instantiate_optimizer_from_config(self: DiffusionEngine, params, lr: float, 
 
 @patch
 def configure_optimizers(self: DiffusionEngine):
-    "(optimizer over the network and trainable embedders at `learning_rate`, LambdaLR per step or None)."
+    "(optimizer over the network, trainable embedders and the loss's parameters at `learning_rate`, LambdaLR or None)."
     if self.learning_rate is None:
         raise ValueError(
             "set engine.learning_rate before configure_optimizers (sgm's main.py sets it from model.base_learning_rate)"
@@ -238,6 +238,7 @@ def configure_optimizers(self: DiffusionEngine):
     params = list(self.model.parameters())
     for embedder in _trainable_embedders(self.conditioner):
         params += list(embedder.parameters())
+    params += list(self.loss_fn.parameters())  # a loss that learns, as EDM2's uncertainty u(σ) (08b_objectives)
     opt = self.instantiate_optimizer_from_config(params, self.learning_rate, self.optimizer_config)
     if self.scheduler_config is None:
         return opt, None
