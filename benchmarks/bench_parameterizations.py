@@ -170,13 +170,18 @@ def ms(vals, fmt):
     return f"{format(statistics.mean(vals), fmt)} ± {format(statistics.stdev(vals), fmt)}"
 
 
-def run(steps, n_seeds, batch, n_samples, n_eval, n_sig):
-    t_start = time.perf_counter()
+def _eval_setup(n_samples, n_eval, n_sig):
+    "What every run is measured with: the sigma grid, held-out data, starting noise, reference samples, the sampler."
     sig_eval = torch.logspace(math.log10(0.002), math.log10(80.0), n_sig, dtype=torch.float64)
     x0_eval = RING.sample(n_eval, generator=torch.Generator().manual_seed(1))
     x_T = torch.randn(n_samples, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     ref = RING.sample(n_samples, generator=torch.Generator().manual_seed(4))
-    sampler = HeunEDMSampler(_cfg(EDMDiscretization), num_steps=18)
+    return sig_eval, x0_eval, x_T, ref, HeunEDMSampler(_cfg(EDMDiscretization), num_steps=18)
+
+
+def run(steps, n_seeds, batch, n_samples, n_eval, n_sig):
+    t_start = time.perf_counter()
+    sig_eval, x0_eval, x_T, ref, sampler = _eval_setup(n_samples, n_eval, n_sig)
     print(
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, torch "
         f"{torch.__version__}, "
@@ -274,11 +279,7 @@ def run(steps, n_seeds, batch, n_samples, n_eval, n_sig):
 def run_fair(budgets, n_seeds, batch, n_samples, n_eval, n_sig):
     "Score against EDM with one c_noise (EDM's) and embedding for all, at several budgets and seeds."
     t_start = time.perf_counter()
-    sig_eval = torch.logspace(math.log10(0.002), math.log10(80.0), n_sig, dtype=torch.float64)
-    x0_eval = RING.sample(n_eval, generator=torch.Generator().manual_seed(1))
-    x_T = torch.randn(n_samples, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    ref = RING.sample(n_samples, generator=torch.Generator().manual_seed(4))
-    sampler = HeunEDMSampler(_cfg(EDMDiscretization), num_steps=18)
+    sig_eval, x0_eval, x_T, ref, sampler = _eval_setup(n_samples, n_eval, n_sig)
     print(
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, torch "
         f"{torch.__version__}, {torch.get_num_threads()} thread(s); fair mode, budgets {budgets}, "
