@@ -5,9 +5,10 @@ one change for both: the class embedding is frozen (a fixed random vector per cl
 so that an early checkpoint of the EDM run reads the conditioning as the last one does and can serve as the bad model
 of autoguidance. Each model is evaluated with `sgm-nb evaluate` (FLD, class match and the rest beside the real-digit
 floor at the same n) with the config's sampler (Heun, 18 steps); the guidance sweep varies only the guider
-(CFG, IntervalCFG and AutoGuidance on the EDM model; CFG and AutoGuidance on the rectified-flow one).
+(CFG, IntervalCFG and AutoGuidance on the EDM model; CFG and AutoGuidance on the rectified-flow one); with
+`--sigma-data S` a third run, EDM with sigma_data S, evaluated at CFG 2.
 
-    python benchmarks/bench_beyond.py --out runs_beyond [--steps 1200] [--n 500] [--bad-step 300]
+    python benchmarks/bench_beyond.py --out runs_beyond [--steps 1200] [--n 500] [--bad-step 300] [--sigma-data 0.96]
 
 Writes `OUT/results.json` (appended to as each evaluation finishes) and prints a table.
 """
@@ -47,16 +48,14 @@ def sgm_nb(*args) -> float:
     return time.perf_counter() - t0
 
 
-def train(name: str, args) -> Path:
-    "Train the frozen-embedding variant of `name`; return its run folder."
-    logdir = args.out / "runs"
-    seconds = sgm_nb(
-        "train", "--base", bench_config(name, args.steps, args.bad_step, args.out), "--name", name, "--logdir", logdir
-    )
-    run = max((p for p in logdir.iterdir() if p.name.endswith(name)), key=lambda p: p.stat().st_mtime)
-    record(
-        args.out, {"kind": "train", "config": name, "steps": args.steps, "wall_s": round(seconds, 1), "run": str(run)}
-    )
+def train(name: str, args, *overrides: str, label: str | None = None) -> Path:
+    "Train the frozen-embedding variant of `name` (with `overrides`); return its run folder."
+    logdir, label = args.out / "runs", label or name
+    base = bench_config(name, args.steps, args.bad_step, args.out)
+    seconds = sgm_nb("train", "--base", base, "--name", label, "--logdir", logdir, *overrides)
+    run = max((p for p in logdir.iterdir() if p.name.endswith(label)), key=lambda p: p.stat().st_mtime)
+    row = {"kind": "train", "config": name, "label": label, "overrides": list(overrides), "steps": args.steps}
+    record(args.out, {**row, "wall_s": round(seconds, 1), "run": str(run)})
     return run
 
 
@@ -90,6 +89,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--bad-step", type=int, default=300, help="the kept checkpoint that guides as the bad model")
     p.add_argument("--interval", type=float, nargs=2, default=(0.28, 5.42), help="IntervalCFG's sigma interval")
+    p.add_argument("--sigma-data", type=float, default=None, help="also train EDM with this sigma_data (CFG 2)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -111,6 +111,13 @@ def main(argv=None):
         autoguide(edm, f"edm_auto{scale:g}", scale, args)
     evaluate(rf, "rf_cfg2", args, cfg_scale=2.0)
     autoguide(rf, "rf_auto2", 2.0, args)
+    if args.sigma_data:  # EDM preconditioned for the digits' root mean square instead of sgm's 0.5
+        sd = args.sigma_data
+        keys = ["denoiser_config.params.scaling_config", "loss_fn_config.params.loss_weighting_config"]
+        edm_sd = train(
+            "mnist_cpu", args, *[f"model.params.{k}.params.sigma_data={sd}" for k in keys], label=f"sd{sd:g}"
+        )
+        evaluate(edm_sd, f"edm_sd{sd:g}_cfg2", args, cfg_scale=2.0)
 
 
 if __name__ == "__main__":
