@@ -777,7 +777,7 @@ def test_the_network_checks_can_fail(browser, visited):
 SEARCHES = [
     ("sample_dpmpp_2m_sde", "samplers.html", "sample_dpmpp_2m_sde"),
     ("VScalingWithEDMcNoise", "scalings.html", "vscalingwithedmcnoise"),
-    ("Tweedie", "score_to_denoiser.html", "tweedies-formula"),
+    ("Tweedie", "tweedie.html", "tweedies-formula-step-by-step"),  # the chapter that derives it
 ]
 
 SEARCH_JS = r"""(async (query) => {
