@@ -170,6 +170,14 @@ def ms(vals, fmt):
     return f"{format(statistics.mean(vals), fmt)} ± {format(statistics.stdev(vals), fmt)}"
 
 
+def _machine() -> str:
+    "When, where and with what the run was made: the first line of every record."
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        f"{now:%Y-%m-%d %H:%M} UTC, {platform.node()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    )
+
+
 def _eval_setup(n_samples, n_eval, n_sig):
     "What every run is measured with: the sigma grid, held-out data, starting noise, reference samples, the sampler."
     sig_eval = torch.logspace(math.log10(0.002), math.log10(80.0), n_sig, dtype=torch.float64)
@@ -182,11 +190,7 @@ def _eval_setup(n_samples, n_eval, n_sig):
 def run(steps, n_seeds, batch, n_samples, n_eval, n_sig):
     t_start = time.perf_counter()
     sig_eval, x0_eval, x_T, ref, sampler = _eval_setup(n_samples, n_eval, n_sig)
-    print(
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, torch "
-        f"{torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s)"
-    )
+    print(_machine())
     print(
         f"ring8, sigma_data (EDM) = {SIGMA_DATA:.4f}; ToyMLP(hidden=64), Adam 3e-3 cosine, {steps} steps x batch "
         f"{batch}, "
@@ -281,9 +285,8 @@ def run_fair(budgets, n_seeds, batch, n_samples, n_eval, n_sig):
     t_start = time.perf_counter()
     sig_eval, x0_eval, x_T, ref, sampler = _eval_setup(n_samples, n_eval, n_sig)
     print(
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} thread(s); fair mode, budgets {budgets}, "
-        f"seeds {list(range(n_seeds))}, batch {batch}, sigma_data {SIGMA_DATA:.4f}"
+        f"{_machine()}; fair mode, budgets {budgets}, seeds {list(range(n_seeds))}, batch {batch}, "
+        f"sigma_data {SIGMA_DATA:.4f}"
     )
     table = {}
     for steps in budgets:
