@@ -11,7 +11,9 @@ __all__ = ['EVAL_ROWS', 'split_overrides', 'build_parser', 'parse_args', 'format
 # only the standard library here: torch and the rest load inside `main`, so that Ctrl-C during start-up is one line
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -122,6 +124,7 @@ def _train(args) -> int:
     from sgm_nb.config import find_config, load_config
     from sgm_nb.training import train
 
+    _raise_if_interrupted()
     bases, overrides = split_overrides(args.base, args.overrides)
     if args.resume is None and not bases:
         raise ValueError("give at least one config with --base (or --resume a run)")
@@ -159,6 +162,7 @@ def _sampling(args) -> dict:
 def _sample(args) -> int:
     from sgm_nb.inference import sample_grid
 
+    _raise_if_interrupted()
     path = sample_grid(args.ckpt, args.out, classes=args.classes, nrow=args.nrow, shape=args.shape, **_sampling(args))
     print(f"wrote {args.n} samples to {path}")
     return 0
@@ -167,18 +171,43 @@ def _sample(args) -> int:
 def _evaluate(args) -> int:
     from sgm_nb.inference import evaluate
 
+    _raise_if_interrupted()
     r = evaluate(args.ckpt, json_out=args.json, **_sampling(args))
     print(format_evaluation(r))
     if args.json:
         print(f"wrote {args.json}")
     return 0
 
+# %% ../nbs/26_cli.ipynb #5a1c0f3e
+_interrupted: list[int] = []  # SIGINTs seen before training installs its own handler
+
+
+def _on_sigint(signum, frame):
+    # Python prints and drops a KeyboardInterrupt raised inside an import's lock callback; the flag keeps it
+    _interrupted.append(signum)
+    raise KeyboardInterrupt
+
+
+def _raise_if_interrupted():
+    "Raise the Ctrl-C that an import swallowed, once the imports are done."
+    if _interrupted:
+        _interrupted.clear()
+        raise KeyboardInterrupt
+
+
+def _catch_sigint():
+    "Install `_on_sigint` for start-up; returns the handler to restore (None off the main thread)."
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, _on_sigint)
+
 # %% ../nbs/26_cli.ipynb #76c02433
 def main(argv: Sequence[str] | None = None) -> int:
     "The `sgm-nb` console script."
-    args = None
+    args, old = None, _catch_sigint()
     try:
         args = parse_args(argv)
+        _raise_if_interrupted()
         return {"train": _train, "sample": _sample, "evaluate": _evaluate}[args.command](args)
     except KeyboardInterrupt:
         print(f"sgm-nb{'' if args is None else ' ' + args.command}: interrupted", file=sys.stderr)
@@ -188,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"sgm-nb{'' if args is None else ' ' + args.command}: {_one_line(e)}", file=sys.stderr)
         return 1
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
 
 # %% ../nbs/26_cli.ipynb #41448d5f
 if __name__ == "__main__" and not hasattr(sys, "ps1") and "ipykernel" not in sys.modules:

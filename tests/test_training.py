@@ -158,6 +158,28 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
 
 
+def test_ctrl_c_that_an_import_swallowed_still_stops(tmp_path, monkeypatch, capsys):
+    # Python prints and drops a KeyboardInterrupt raised inside importlib's lock callback; the run must still stop
+    from sgm_nb import cli
+
+    parse_args = cli.parse_args
+
+    def parse_then_swallowed_ctrl_c(argv):
+        args = parse_args(argv)
+        try:
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            pass
+        return args
+
+    monkeypatch.setattr(cli, "parse_args", parse_then_swallowed_ctrl_c)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--base", "mnist_tiny"]) == 130
+    assert capsys.readouterr().err.strip() == "sgm-nb train: interrupted"
+    assert not (tmp_path / "runs").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 class PoisonedLoader(MNIST5kLoader):
     "Images become NaN from micro-batch `at` on."
 
