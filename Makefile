@@ -14,7 +14,7 @@ STAMP := $(VENV)/.sgm_nb-installed
 .PHONY: help venv install train demo test test-fast lint format export clean-nbs sync-check docs docs-smoke lab clean
 
 help:
-	@echo "make train      train the main job and sample from it (CONFIG=mnist_cpu, or mnist_cond with a GPU; creates .venv)"
+	@echo "make train      train the main job and sample from it (CONFIG=mnist_cpu_flow, or mnist_cond with a GPU; creates .venv)"
 	@echo "make demo       the data demo: a grid of the embedded digits"
 	@echo "make test       run the whole test suite: every notebook (slow cells included) and tests/"
 	@echo "make test-fast  the quick tier (under two minutes): tests/ not marked slow, subprocess or browser, and ruff"
@@ -35,10 +35,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[dev,notebooks]"
 	@touch $@
 
-# The CPU default: trains a small class-conditional UNet on the embedded digits, writes sample grids as it goes
-# (runs/mnist_cpu-*/images/), then samples 64 digits from the last checkpoint. Override: make train CONFIG=mnist_cond
+# The CPU default: trains a small class-conditional UNet on the embedded digits with rectified flow, writes sample grids
+# as it goes (runs/*_mnist_cpu_flow/images/), then samples 64 digits from the last checkpoint, autoguided by the run's
+# own checkpoint of step 300. Override: make train CONFIG=mnist_cpu (the EDM recipe of nbs/19b_payoff) or mnist_cond
 # With an NVIDIA driver the main job is sgm's own toy setting (mnist_cond: full MNIST, batch 512, 20 epochs).
-CONFIG ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo mnist_cond || echo mnist_cpu)
+CONFIG ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo mnist_cond || echo mnist_cpu_flow)
 SAMPLE_ARGS ?= --n 64
 train: $(STAMP)
 	$(BIN)/sgm-nb train --base $(CONFIG) --name $(CONFIG) --logdir runs $(TRAIN_ARGS)

@@ -102,8 +102,10 @@ EVAL_ROWS = {
 
 def format_evaluation(r: dict) -> str:
     "The table `sgm-nb evaluate` prints."
+    g = r.get("guider") or "guidance"
+    guider = {"VanillaCFG": "CFG", "ScaleOneCFG": "CFG"}.get(g, g)
     head = f"{r['n']} samples, {r['sampler']} {r['steps']} steps" + (
-        f", CFG {r['cfg_scale']:g}" if r["cfg_scale"] else ""
+        f", {guider} {r['cfg_scale']:g}" if r["cfg_scale"] else ""
     )
     lines = [head + f", sampled in {r['sampling_s']:.1f} s", f"{'':24s}{'samples':>10s}{'real floor':>12s}"]
     for k, label in EVAL_ROWS.items():

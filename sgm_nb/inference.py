@@ -31,7 +31,7 @@ from sgm_nb.config import (
 from .data import mnist5k_split, save_png
 from .denoiser import DiscreteDenoiser
 from .ema import LitEma
-from .guiders import IdentityGuider, VanillaCFG
+from .guiders import IdentityGuider, VanillaCFG, resolve_bad_ckpt
 from .metrics import image_metrics, real_floor
 from .utils import default_device, image_grid, instantiate_from_config, to_uint8
 
@@ -317,6 +317,7 @@ def _prepare(ckpt, n, sampler, steps, cfg_scale, classes, batch_size, shape, bas
     emb = class_embedder(engine)
     cls = parse_classes(classes, n, emb.n_classes if emb is not None else None)
     configure_sampler(engine, config, sampler, steps, cfg_scale, conditional=emb is not None)
+    resolve_bad_ckpt(getattr(engine.sampler, "guider", None), ckpt)
     if engine.sampler is None:
         raise ValueError("the config has no sampler_config; give --sampler")
     device = torch.device(device) if device is not None else default_device()
@@ -399,7 +400,8 @@ def evaluate(
         "n": n,
         "sampler": type(engine.sampler).__name__,
         "steps": engine.sampler.num_steps,
-        "cfg_scale": getattr(guider, "scale", None),
+        "guider": type(guider).__name__ if guider is not None else None,
+        "cfg_scale": getattr(guider, "scale", None),  # the guider's scale, whichever guider it is
         "seed": seed,
         "sampling_s": seconds,
         "samples": res,

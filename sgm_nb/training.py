@@ -43,6 +43,7 @@ from sgm_nb.checkpoint import (
 )
 from .config import TrainSettings, build_data, build_engine, checkpoint_config, to_container
 from .data import save_png
+from .guiders import IdentityGuider, resolve_bad_ckpt
 from .inference import load_weights
 from .metrics import image_metrics, real_floor
 from .utils import image_grid, to_uint8
@@ -406,16 +407,28 @@ def _image_batch(loader, n: int) -> dict[str, torch.Tensor]:
     return loader.get_batch(torch.stack(idx))
 
 
+# %% ../nbs/19_training.ipynb #e7a4b5c3
+def _grid_guider(run: _Run, guider):
+    "The guider of training's grids: an AutoGuidance whose bad checkpoint this run has not kept yet samples D alone."
+    bad = resolve_bad_ckpt(guider, run.run_dir / "checkpoints" / "last.ckpt")
+    return IdentityGuider() if bad is not None and not bad.exists() else guider
+
+
 def _save_images(run: _Run, batch, step: int, with_inputs: bool):
     "EMA samples for `batch` (and, once, the inputs) as PNG grids in images/; returns the samples."
     engine, s, images_dir = run.engine, run.settings, run.run_dir / "images"
-    was_training = engine.training
+    was_training, sampler = engine.training, engine.sampler
+    guider = getattr(sampler, "guider", None)
     engine.eval()
     try:
+        if sampler is not None:
+            sampler.guider = _grid_guider(run, guider)
         with torch.no_grad(), run.fabric.autocast():
             log = engine.log_images(batch, N=s.image_n)
     finally:
         engine.train(was_training)
+        if sampler is not None:
+            sampler.guider = guider
     for k in ["samples"] + (["inputs"] if with_inputs else []):
         if k not in log:
             continue

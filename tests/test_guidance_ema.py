@@ -19,7 +19,7 @@ from sgm_nb.ema import (
     power_profile_dot,
     sigma_rel_to_gamma,
 )
-from sgm_nb.guiders import AutoGuidance, IntervalCFG, VanillaCFG, engine_denoiser
+from sgm_nb.guiders import AutoGuidance, IntervalCFG, VanillaCFG, engine_denoiser, resolve_bad_ckpt
 from sgm_nb.oracle import GaussianMixture
 from sgm_nb.sampling import EulerEDMSampler, HeunEDMSampler
 from sgm_nb.utils import instantiate_from_config
@@ -27,6 +27,7 @@ from sgm_nb.utils import instantiate_from_config
 f64 = torch.float64
 DISC = {"target": "sgm_nb.sigma_sampling.EDMDiscretization"}
 AG_BAD_CKPT = "model.params.sampler_config.params.guider_config.params.bad_ckpt"
+KEPT_2 = "trainstep_checkpoints/step=000002.ckpt"
 
 
 def _net_denoiser(dtype):
@@ -177,6 +178,38 @@ def test_sgm_nb_sample_runs_autoguidance_from_the_config(tmp_path):
     assert (tmp_path / "ag.png").stat().st_size > 0
     r = cli(*common, "--out", tmp_path / "none.png", cwd=tmp_path)
     assert r.returncode != 0 and "has no bad model" in r.stderr
+
+
+def test_a_run_is_autoguided_by_its_own_kept_checkpoint(tmp_path):
+    # a relative bad_ckpt is read in the sampled run's checkpoints folder; grids before it is kept sample D alone
+    from sgm_nb.inference import sample_grid
+    from sgm_nb.training import train
+
+    cfg = tiny_config(max_steps=4, every=2)
+    OmegaConf.update(
+        cfg,
+        "model.params.sampler_config.params.guider_config",
+        {"target": "sgm_nb.guiders.AutoGuidance", "params": {"scale": 2.0, "bad_ckpt": KEPT_2}},
+        merge=False,
+    )
+    cfg.lightning.callbacks.metrics_over_trainsteps_checkpoint = {"params": {"every_n_train_steps": 2}}
+    cfg.lightning.callbacks.image_logger.params.update(batch_frequency=1, increase_log_steps=False)
+    res = train(cfg, logdir=tmp_path / "runs", name="ag", progress=False, verbose=False)
+    run = res.checkpoint.parent.parent
+    assert sorted(p.name for p in (run / "images").glob("samples_*")) == [f"samples_gs-{s:06d}.png" for s in (1, 2, 3, 4)]
+    for ckpt in (res.checkpoint, run / "checkpoints" / KEPT_2):
+        g = AutoGuidance(2.0, bad_ckpt=KEPT_2)
+        assert resolve_bad_ckpt(g, ckpt) == (run / "checkpoints" / KEPT_2).absolute()
+        out = sample_grid(ckpt, tmp_path / f"{ckpt.stem}.png", n=2, batch_size=2, steps=2)
+        assert out.stat().st_size > 0
+    moved = tmp_path / "moved"
+    run.rename(moved)  # the config names the kept step, not a path: the run still samples where it now is
+    assert sample_grid(moved / "checkpoints" / "last.ckpt", tmp_path / "m.png", n=2, batch_size=2).stat().st_size > 0
+    lone = tmp_path / "lone" / "last.ckpt"
+    lone.parent.mkdir()
+    lone.write_bytes((moved / "checkpoints" / "last.ckpt").read_bytes())
+    with pytest.raises(FileNotFoundError, match=r"lone/trainstep_checkpoints/step=000002\.ckpt"):
+        sample_grid(lone, tmp_path / "l.png", n=2, batch_size=2)
 
 
 # --- post-hoc EMA --------------------------------------------------------------------------------------------------

@@ -44,5 +44,5 @@ def test_gpu_machine_lets_pip_choose_its_cuda_torch(tmp_path):
 def test_main_job_is_the_cpu_default_without_a_gpu_and_sgms_mnist_cond_with_one(tmp_path):
     (tmp_path / "cpu").mkdir()
     (tmp_path / "gpu").mkdir()
-    assert "--base mnist_cpu " in _install_commands(tmp_path / "cpu", with_gpu=False, target="train")
+    assert "--base mnist_cpu_flow " in _install_commands(tmp_path / "cpu", with_gpu=False, target="train")
     assert "--base mnist_cond " in _install_commands(tmp_path / "gpu", with_gpu=True, target="train")
