@@ -6,7 +6,8 @@ Docs: https://sgm-nb.github.io/sgm_nb/checkpoint.html.md"""
 
 # %% auto #0
 __all__ = ['METRIC_FIELDS', 'atomic_write', 'save_checkpoint', 'resolve_package_path', 'load_checkpoint', 'rng_state',
-           'set_rng_state', 'run_dir_for', 'resolve_resume', 'remove_stale_tmp', 'note', 'MetricsCSV', 'read_metrics']
+           'set_rng_state', 'run_dir_for', 'resolve_resume', 'remove_stale_tmp', 'note', 'MetricsCSV', 'read_metrics',
+           'save_posthoc_snapshots', 'load_posthoc_snapshots', 'posthoc_ema_checkpoint']
 
 # %% ../nbs/24_checkpoint.ipynb #9a63283cbaf04dbcab1f6479b197f3a8
 import csv
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .ema import PostHocEma
 
 # %% ../nbs/24_checkpoint.ipynb #10185d26023b46108eb7d9f57d49d2b3
 # the errors of a disk that refuses a write: reported with the name of the file being written
@@ -277,3 +280,38 @@ def read_metrics(path) -> dict[str, np.ndarray]:
         reader = csv.DictReader(f)
         rows, fields = list(reader), reader.fieldnames
     return {k: np.array([float(r[k]) if r[k] != "" else np.nan for r in rows]) for k in fields}
+
+# %% ../nbs/24_checkpoint.ipynb #27af4798
+def save_posthoc_snapshots(posthoc, folder) -> list[Path]:
+    "Write the snapshots `posthoc` (a PostHocEma) holds into `folder`, one file each, and forget them."
+    out = []
+    for s in posthoc.snapshots:
+        name = f"t={s['t']:07d}_gamma={s['gamma']:.4f}.pt"
+        out.append(save_checkpoint({"state_dict": s["state"], "t": s["t"], "gamma": s["gamma"]}, Path(folder) / name))
+    posthoc.snapshots.clear()
+    return out
+
+
+def load_posthoc_snapshots(folder, t_max: int | None = None) -> list[dict]:
+    "The snapshots in `folder` (up to update `t_max`), as PostHocEma keeps them: {'t', 'gamma', 'state'}."
+    found = [load_checkpoint(f, "post-hoc EMA snapshot") for f in sorted(Path(folder).glob("t=*.pt"))]
+    snaps = [{"t": int(d["t"]), "gamma": float(d["gamma"]), "state": d["state_dict"]} for d in found]
+    snaps = [s for s in snaps if t_max is None or s["t"] <= t_max]
+    if not snaps:
+        raise FileNotFoundError(f"no post-hoc EMA snapshots in {str(folder)!r} (train with posthoc_ema_config)")
+    return snaps
+
+# %% ../nbs/24_checkpoint.ipynb #a3ea7cdb
+def posthoc_ema_checkpoint(ckpt, sigma_rel: float, out) -> Path:
+    "A copy of run checkpoint `ckpt` whose network EMA is the post-hoc EMA of length `sigma_rel` at its step."
+    ck = load_checkpoint(ckpt)
+    run = next((a.parent for a in Path(ckpt).absolute().parents if a.name == "checkpoints"), None)
+    if run is None:
+        raise ValueError(f"{str(ckpt)!r} is not in a run's checkpoints folder, where its post-hoc EMA snapshots are")
+    ph = PostHocEma(torch.nn.Module(), sigma_rels=())  # tracks nothing: only rebuilds from the run's snapshots
+    ph.snapshots = load_posthoc_snapshots(run / "posthoc_ema", t_max=int(ck["global_step"]))
+    sd = dict(ck["state_dict"])
+    for name, w in ph.reconstruct(sigma_rel, t=int(ck["global_step"])).items():
+        key = f"model_ema.{name.replace('.', '')}"  # LitEma's buffer names: the parameter's without dots
+        sd[key if key in sd else f"model.{name}"] = w
+    return save_checkpoint({**ck, "state_dict": sd, "posthoc_sigma_rel": float(sigma_rel)}, out)

@@ -19,7 +19,7 @@ from fastcore.basics import patch
 from torch.optim.lr_scheduler import LambdaLR
 
 from .checkpoint import load_checkpoint
-from .ema import LitEma
+from .ema import LitEma, PostHocEma
 from .utils import check_int, check_number, default, get_obj_from_str, instantiate_from_config
 
 # %% ../nbs/16_engine.ipynb #e2819a41
@@ -70,6 +70,7 @@ class DiffusionEngine(nn.Module):
         no_cond_log: bool = False,
         compile_model: bool = False,
         en_and_decode_n_samples_a_time: int | None = None,
+        posthoc_ema_config: dict | None = None,
     ):
         super().__init__()
         check_number("scale_factor", scale_factor, 0, above=True)
@@ -79,7 +80,7 @@ class DiffusionEngine(nn.Module):
         self.optimizer_config = default(optimizer_config, {"target": "torch.optim.AdamW"})
         self._build_parts(network_config, network_wrapper, compile_model, denoiser_config, sampler_config)
         self._build_rest(conditioner_config, scheduler_config, first_stage_config, loss_fn_config)
-        self._build_ema(use_ema, ema_decay_rate)
+        self._build_ema(use_ema, ema_decay_rate, posthoc_ema_config)
         self.scale_factor, self.disable_first_stage_autocast = scale_factor, disable_first_stage_autocast
         self.en_and_decode_n_samples_a_time = en_and_decode_n_samples_a_time
         self.learning_rate, self.global_step = None, 0  # set, and advanced, by the training loop (sgm's main.py)
@@ -115,9 +116,12 @@ def _init_first_stage(self: DiffusionEngine, config):
 
 # %% ../nbs/16_engine.ipynb #8fbe7e06
 @patch
-def _build_ema(self: DiffusionEngine, use_ema: bool, ema_decay_rate: float):
-    "model_ema over the network and, when the conditioner trains, conditioner_ema over its trainable parameters."
+def _build_ema(self: DiffusionEngine, use_ema: bool, ema_decay_rate: float, posthoc_ema_config: dict | None = None):
+    "model_ema over the network and, when the conditioner trains, conditioner_ema; EDM2's post-hoc EMA when asked for."
     self.use_ema = use_ema
+    self.posthoc_ema = PostHocEma(self.model, **posthoc_ema_config) if posthoc_ema_config else None
+    if self.posthoc_ema is not None:  # its power EMAs in the state dict, so that a resumed run continues them
+        self.posthoc_emas = nn.ModuleList(self.posthoc_ema.emas)
     if use_ema:
         self.model_ema = LitEma(self.model, decay=ema_decay_rate)
         trains_conditioner = any(p.requires_grad for p in self.conditioner.parameters())
@@ -215,11 +219,13 @@ def on_train_start(self: DiffusionEngine, *args, **kwargs):
 
 @patch
 def on_train_batch_end(self: DiffusionEngine, *args, **kwargs):
-    "After an optimizer step: update the EMA of the network and of the trainable embedders."
+    "After an optimizer step: update the EMAs of the network (and its post-hoc ones) and of the trainable embedders."
     if self.use_ema:
         self.model_ema(self.model)
         if self.conditioner_ema is not None:
             self.conditioner_ema(self.conditioner)
+    if self.posthoc_ema is not None:
+        self.posthoc_ema(self.model)
 
 # %% ../nbs/16_engine.ipynb #d0b7d4b5
 @patch

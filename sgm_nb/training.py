@@ -39,6 +39,7 @@ from sgm_nb.checkpoint import (
     rng_state,
     run_dir_for,
     save_checkpoint,
+    save_posthoc_snapshots,
     set_rng_state,
 )
 from .config import TrainSettings, build_data, build_engine, checkpoint_config, to_container
@@ -265,11 +266,15 @@ def _save(run: _Run, step: int) -> Path:
         "sample_shape": run.shape,
         "sgm_nb_version": sgm_nb.__version__,
     }
-    ckpt_dir = run.run_dir / "checkpoints"
+    ckpt_dir, posthoc = run.run_dir / "checkpoints", getattr(run.engine, "posthoc_ema", None)
     if run.fabric.is_global_zero:
+        if posthoc is not None:  # before the checkpoint: a run resumed from it takes the later snapshots again
+            save_posthoc_snapshots(posthoc, run.run_dir / "posthoc_ema")
         save_checkpoint(state, ckpt_dir / "last.ckpt")
         if run.settings.keep_every and step % run.settings.keep_every == 0:
             save_checkpoint(state, ckpt_dir / "trainstep_checkpoints" / f"step={step:06d}.ckpt")
+    if posthoc is not None:
+        posthoc.snapshots.clear()  # written by rank 0, the same on every rank
     run.fabric.barrier()
     return ckpt_dir / "last.ckpt"
 

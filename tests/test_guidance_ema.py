@@ -323,3 +323,48 @@ def test_lit_ema_state_dict_keys_and_update_are_sgms():
         s = name.replace(".", "")
         torch.testing.assert_close(ema.get_buffer(s), d * before[s] + (1 - d) * p.detach(), rtol=0, atol=1e-6)
     assert math.isclose(ema.current_decay().item(), 2 / 11, rel_tol=1e-6)
+
+
+# --- post-hoc EMA in a run ------------------------------------------------------------------------------------------
+
+
+def _posthoc_config(steps: int):
+    cfg = tiny_config(steps, every=2)
+    OmegaConf.update(cfg, "model.params.posthoc_ema_config", {"sigma_rels": [0.05, 0.10], "every": 2})
+    return cfg
+
+
+def test_a_run_keeps_posthoc_snapshots_that_resume_continues(tmp_path):
+    from sgm_nb.checkpoint import load_checkpoint, load_posthoc_snapshots
+    from sgm_nb.training import train
+
+    full = train(_posthoc_config(6), run_dir=tmp_path / "full", progress=False, verbose=False)
+    train(_posthoc_config(4), run_dir=tmp_path / "res", progress=False, verbose=False)
+    train(OmegaConf.create({"lightning": {"trainer": {"max_steps": 6}}}), resume=tmp_path / "res", verbose=False)
+    names = lambda run: sorted(p.name for p in (run / "posthoc_ema").iterdir())
+    assert names(full.run_dir) == names(tmp_path / "res") and len(names(full.run_dir)) == 2 * 3  # t = 2, 4, 6
+    a, b = (load_posthoc_snapshots(r / "posthoc_ema") for r in (full.run_dir, tmp_path / "res"))
+    assert [(s["t"], s["gamma"]) for s in a] == [(s["t"], s["gamma"]) for s in b]
+    assert all(torch.equal(sa["state"][k], sb["state"][k]) for sa, sb in zip(a, b) for k in sa["state"])
+    sd = load_checkpoint(full.checkpoint)["state_dict"]
+    assert any(k.startswith("posthoc_emas.") for k in sd)  # the power EMAs themselves: what resume continues
+
+
+def test_posthoc_checkpoint_samples_the_rebuilt_ema(tmp_path):
+    from sgm_nb.checkpoint import load_checkpoint, load_posthoc_snapshots, posthoc_ema_checkpoint
+    from sgm_nb.inference import sample_grid
+    from sgm_nb.training import train
+
+    res = train(_posthoc_config(6), run_dir=tmp_path / "run", progress=False, verbose=False)
+    out = posthoc_ema_checkpoint(res.checkpoint, 0.07, tmp_path / "run" / "checkpoints" / "ph.ckpt")
+    ph = PostHocEma(nn.Module(), sigma_rels=())
+    ph.snapshots = load_posthoc_snapshots(tmp_path / "run" / "posthoc_ema")
+    want, sd = ph.reconstruct(0.07, t=6), load_checkpoint(out)["state_dict"]
+    assert want and all(torch.equal(sd[f"model_ema.{k.replace('.', '')}"], v) for k, v in want.items())
+    before = load_checkpoint(res.checkpoint)["state_dict"]
+    assert any(not torch.equal(sd[k], before[k]) for k in sd if k.startswith("model_ema.") and k in before)
+    assert sample_grid(out, tmp_path / "g.png", n=2, batch_size=2).stat().st_size > 0
+    with pytest.raises(ValueError, match="not in a run's checkpoints folder"):
+        loose = tmp_path / "loose.ckpt"
+        loose.write_bytes(res.checkpoint.read_bytes())
+        posthoc_ema_checkpoint(loose, 0.07, tmp_path / "x.ckpt")
