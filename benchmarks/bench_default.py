@@ -13,7 +13,8 @@ Each is evaluated with its own config's sampler and guider at `--n`, then the ch
 
     python benchmarks/bench_default.py --out runs_default [--n 1000]
 
-Appends each result to `OUT/results.jsonl` as it finishes (copied to benchmarks/bench_default.jsonl for the record).
+Appends each result to `OUT/results.jsonl` as it finishes (copied to benchmarks/bench_default.jsonl for the record);
+run again with the same `--out`, it skips what that file already holds.
 """
 
 import argparse
@@ -45,6 +46,13 @@ def sgm_nb(*args) -> float:
     return time.perf_counter() - t0
 
 
+def done(out: Path) -> dict:
+    "{(kind, label): row} of what OUT/results.jsonl already holds."
+    path = out / "results.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return {(r["kind"], r["label"]): r for r in rows}
+
+
 def record(out: Path, row: dict):
     with open(out / "results.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -53,6 +61,8 @@ def record(out: Path, row: dict):
 
 def train(label: str, args) -> Path:
     "Train candidate `label`; record its wall time and images per second; return its run folder."
+    if ("train", label) in done(args.out):
+        return Path(done(args.out)["train", label]["run"])
     config, overrides = CANDIDATES[label]
     logdir = args.out / "runs"
     seconds = sgm_nb("train", "--base", config, "--name", label, "--logdir", logdir, "--no-progress", *overrides)
@@ -67,6 +77,8 @@ def train(label: str, args) -> Path:
 
 def evaluate(run: Path, label: str, args, *extra, n=None):
     "`sgm-nb evaluate` on the run's last checkpoint (its config's sampler unless `extra` says otherwise), recorded."
+    if ("eval", label) in done(args.out):
+        return
     js = args.out / f"eval_{label}.json"
     ckpt = run / "checkpoints" / "last.ckpt"
     seconds = sgm_nb("evaluate", "--ckpt", ckpt, "--n", n or args.n, "--json", js, *extra)
