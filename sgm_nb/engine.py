@@ -74,15 +74,14 @@ class DiffusionEngine(nn.Module):
     ):
         super().__init__()
         check_number("scale_factor", scale_factor, 0, above=True)
-        if en_and_decode_n_samples_a_time is not None:
-            check_int("en_and_decode_n_samples_a_time", en_and_decode_n_samples_a_time)
         self.log_keys, self.input_key, self.no_cond_log = log_keys, input_key, no_cond_log
         self.optimizer_config = default(optimizer_config, {"target": "torch.optim.AdamW"})
         self._build_parts(network_config, network_wrapper, compile_model, denoiser_config, sampler_config)
         self._build_rest(conditioner_config, scheduler_config, first_stage_config, loss_fn_config)
         self._build_ema(use_ema, ema_decay_rate, posthoc_ema_config)
         self.scale_factor, self.disable_first_stage_autocast = scale_factor, disable_first_stage_autocast
-        self.en_and_decode_n_samples_a_time = en_and_decode_n_samples_a_time
+        n = en_and_decode_n_samples_a_time
+        self.en_and_decode_n_samples_a_time = n if n is None else check_int("en_and_decode_n_samples_a_time", n)
         self.learning_rate, self.global_step = None, 0  # set, and advanced, by the training loop (sgm's main.py)
         if ckpt_path is not None:
             self.init_from_ckpt(ckpt_path)

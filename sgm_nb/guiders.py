@@ -150,7 +150,7 @@ class AutoGuidance(Guider):
 
 # %% ../nbs/12_guiders.ipynb #c5e2f3a1
 def resolve_bad_ckpt(guider, ckpt) -> Path | None:
-    "An AutoGuidance's `bad_ckpt`, made absolute: a relative one is in the `checkpoints` folder of the run holding `ckpt`."
+    "AutoGuidance's `bad_ckpt` made absolute: a relative one is in the `checkpoints` folder of the run holding `ckpt`."
     if not isinstance(guider, AutoGuidance) or guider.bad_ckpt is None:
         return None
     if not Path(guider.bad_ckpt).is_absolute():

@@ -251,7 +251,7 @@ def _restore(run: _Run, ckpt: dict | None) -> int:
             MetricsCSV.truncate(run.run_dir / f, start)
     return start
 
-
+# %% ../nbs/19_training.ipynb #be849d0b
 def _save(run: _Run, step: int) -> Path:
     "Write checkpoints/last.ckpt (and a kept copy every `keep_every` steps): everything a resumed run needs."
     state = {
@@ -410,7 +410,6 @@ def _image_batch(loader, n: int) -> dict[str, torch.Tensor]:
         for i in range(n)
     ]
     return loader.get_batch(torch.stack(idx))
-
 
 # %% ../nbs/19_training.ipynb #e7a4b5c3
 def _grid_guider(run: _Run, guider):

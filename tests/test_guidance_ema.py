@@ -196,7 +196,8 @@ def test_a_run_is_autoguided_by_its_own_kept_checkpoint(tmp_path):
     cfg.lightning.callbacks.image_logger.params.update(batch_frequency=1, increase_log_steps=False)
     res = train(cfg, logdir=tmp_path / "runs", name="ag", progress=False, verbose=False)
     run = res.checkpoint.parent.parent
-    assert sorted(p.name for p in (run / "images").glob("samples_*")) == [f"samples_gs-{s:06d}.png" for s in (1, 2, 3, 4)]
+    grids = sorted(p.name for p in (run / "images").glob("samples_*"))
+    assert grids == [f"samples_gs-{s:06d}.png" for s in (1, 2, 3, 4)]
     for ckpt in (res.checkpoint, run / "checkpoints" / KEPT_2):
         g = AutoGuidance(2.0, bad_ckpt=KEPT_2)
         assert resolve_bad_ckpt(g, ckpt) == (run / "checkpoints" / KEPT_2).absolute()
