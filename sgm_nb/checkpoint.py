@@ -6,8 +6,9 @@ Docs: https://sgm-nb.github.io/sgm_nb/checkpoint.html.md"""
 
 # %% auto #0
 __all__ = ['METRIC_FIELDS', 'atomic_write', 'save_checkpoint', 'resolve_package_path', 'load_checkpoint', 'rng_state',
-           'set_rng_state', 'run_dir_for', 'resolve_resume', 'remove_stale_tmp', 'note', 'MetricsCSV', 'read_metrics',
-           'save_posthoc_snapshots', 'load_posthoc_snapshots', 'posthoc_ema_checkpoint']
+           'set_rng_state', 'run_dir_for', 'run_folder', 'resolve_resume', 'remove_stale_tmp', 'note',
+           'resolve_bad_ckpt', 'MetricsCSV', 'read_metrics', 'save_posthoc_snapshots', 'load_posthoc_snapshots',
+           'posthoc_ema_checkpoint']
 
 # %% ../nbs/24_checkpoint.ipynb #9a63283cbaf04dbcab1f6479b197f3a8
 import csv
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .ema import PostHocEma
+from .ema import reconstruct_ema
 
 # %% ../nbs/24_checkpoint.ipynb #10185d26023b46108eb7d9f57d49d2b3
 # the errors of a disk that refuses a write: reported with the name of the file being written
@@ -172,6 +173,11 @@ def run_dir_for(config_name: str, logdir="runs", name: str | None = None) -> Pat
             continue
 
 
+def run_folder(ckpt) -> Path | None:
+    "The run holding checkpoint `ckpt`: the parent of its nearest `checkpoints` folder; None for a loose checkpoint."
+    return next((a.parent for a in Path(ckpt).absolute().parents if a.name == "checkpoints"), None)
+
+
 def resolve_resume(resume) -> tuple[Path | None, Path]:
     "(run folder, checkpoint) for `--resume`: a run folder or a checkpoint; the folder is None for a loose checkpoint."
     p = Path(resume)
@@ -180,7 +186,7 @@ def resolve_resume(resume) -> tuple[Path | None, Path]:
         raise FileNotFoundError(f"cannot resume: {str(ckpt)!r} does not exist")
     if p.is_dir():
         return p, ckpt
-    run = next((a.parent for a in p.absolute().parents if a.name == "checkpoints"), None)
+    run = run_folder(p)
     return (run if run is not None and (run / "config.yaml").is_file() else None), ckpt
 
 # %% ../nbs/24_checkpoint.ipynb #b7e2c4a1
@@ -211,6 +217,17 @@ def remove_stale_tmp(folder) -> list[Path]:
 def note(message: str):
     "Say on stderr what loading or resuming decided on its own (a fallback, a changed setting), in one line."
     print(f"note: {message}", file=sys.stderr, flush=True)
+
+# %% ../nbs/24_checkpoint.ipynb #c5e2f3a1
+def resolve_bad_ckpt(guider, ckpt) -> Path | None:
+    "The guider's `bad_ckpt` made absolute: a relative one is in the `checkpoints` folder of the run holding `ckpt`."
+    if getattr(guider, "bad_ckpt", None) is None:  # not AutoGuidance, or its bad model is a callable
+        return None
+    if not Path(guider.bad_ckpt).is_absolute():
+        run = run_folder(ckpt)
+        folder = Path(ckpt).absolute().parent if run is None else run / "checkpoints"
+        guider.bad_ckpt = str(folder / guider.bad_ckpt)
+    return Path(guider.bad_ckpt)
 
 # %% ../nbs/24_checkpoint.ipynb #379cbbc1e968416e875cc15c1202d7eb
 METRIC_FIELDS = [
@@ -304,14 +321,13 @@ def load_posthoc_snapshots(folder, t_max: int | None = None) -> list[dict]:
 # %% ../nbs/24_checkpoint.ipynb #a3ea7cdb
 def posthoc_ema_checkpoint(ckpt, sigma_rel: float, out) -> Path:
     "A copy of run checkpoint `ckpt` whose network EMA is the post-hoc EMA of length `sigma_rel` at its step."
-    ck = load_checkpoint(ckpt)
-    run = next((a.parent for a in Path(ckpt).absolute().parents if a.name == "checkpoints"), None)
+    ck, run = load_checkpoint(ckpt), run_folder(ckpt)
     if run is None:
         raise ValueError(f"{str(ckpt)!r} is not in a run's checkpoints folder, where its post-hoc EMA snapshots are")
-    ph = PostHocEma(torch.nn.Module(), sigma_rels=())  # tracks nothing: only rebuilds from the run's snapshots
-    ph.snapshots = load_posthoc_snapshots(run / "posthoc_ema", t_max=int(ck["global_step"]))
+    step = int(ck["global_step"])
+    snapshots = load_posthoc_snapshots(run / "posthoc_ema", t_max=step)
     sd = dict(ck["state_dict"])
-    for name, w in ph.reconstruct(sigma_rel, t=int(ck["global_step"])).items():
+    for name, w in reconstruct_ema(snapshots, sigma_rel, t=step).items():
         key = f"model_ema.{name.replace('.', '')}"  # LitEma's buffer names: the parameter's without dots
         sd[key if key in sd else f"model.{name}"] = w
     return save_checkpoint({**ck, "state_dict": sd, "posthoc_sigma_rel": float(sigma_rel)}, out)

@@ -6,7 +6,7 @@ Docs: https://sgm-nb.github.io/sgm_nb/ema.html.md"""
 
 # %% auto #0
 __all__ = ['GAMMA_PEAK', 'LitEma', 'gamma_to_sigma_rel', 'sigma_rel_to_gamma', 'PowerEma', 'power_profile_dot',
-           'posthoc_ema_coefficients', 'PostHocEma']
+           'posthoc_ema_coefficients', 'PostHocEma', 'reconstruct_ema']
 
 # %% ../nbs/14_ema.ipynb #89121e01
 import math
@@ -183,17 +183,21 @@ class PostHocEma:
             self.snapshots.append({"t": int(ema.num_updates), "gamma": ema.gamma.item(), "state": shadows})
 
 # %% ../nbs/14_ema.ipynb #eacc236b
+def reconstruct_ema(snapshots, sigma_rel: float, t: int | None = None) -> dict:
+    "The power EMA of relative std `sigma_rel` at update `t` (default: the last snapshot's), rebuilt from `snapshots`."
+    if not snapshots:
+        raise ValueError("no snapshots yet: PostHocEma keeps one every `every` updates")
+    t = snapshots[-1]["t"] if t is None else t
+    ts, gammas = [s["t"] for s in snapshots], [s["gamma"] for s in snapshots]
+    x = posthoc_ema_coefficients(ts, gammas, t, sigma_rel_to_gamma(sigma_rel))
+    out = {}
+    for k in snapshots[0]["state"]:
+        acc = sum(xi * s["state"][k].to(torch.float64) for xi, s in zip(x.tolist(), snapshots))
+        out[k] = acc.to(snapshots[0]["state"][k].dtype)
+    return out
+
+
 @patch
 def reconstruct(self: PostHocEma, sigma_rel: float, t: int | None = None) -> dict:
-    "The weights of the power EMA of relative std `sigma_rel` at update `t` (default: the last snapshot), rebuilt."
-    if not self.snapshots:
-        raise ValueError("no snapshots yet: PostHocEma keeps one every `every` updates")
-    t = self.snapshots[-1]["t"] if t is None else t
-    x = posthoc_ema_coefficients(
-        [s["t"] for s in self.snapshots], [s["gamma"] for s in self.snapshots], t, sigma_rel_to_gamma(sigma_rel)
-    )
-    out = {}
-    for k in self.snapshots[0]["state"]:
-        acc = sum(xi * s["state"][k].to(torch.float64) for xi, s in zip(x.tolist(), self.snapshots))
-        out[k] = acc.to(self.snapshots[0]["state"][k].dtype)
-    return out
+    "`reconstruct_ema` over the snapshots this PostHocEma has kept."
+    return reconstruct_ema(self.snapshots, sigma_rel, t)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from .checkpoint import atomic_write, load_checkpoint, note
+from .checkpoint import atomic_write, load_checkpoint, note, resolve_bad_ckpt
 from sgm_nb.config import (
     build_engine,
     checkpoint_config,
@@ -31,7 +31,7 @@ from sgm_nb.config import (
 from .data import mnist5k_split, save_png
 from .denoiser import DiscreteDenoiser
 from .ema import LitEma
-from .guiders import IdentityGuider, VanillaCFG, resolve_bad_ckpt
+from .guiders import IdentityGuider, VanillaCFG
 from .metrics import image_metrics, real_floor
 from .utils import default_device, image_grid, instantiate_from_config, to_uint8
 

@@ -6,16 +6,17 @@ Docs: https://sgm-nb.github.io/sgm_nb/samplers.html.md"""
 
 # %% auto #0
 __all__ = ['DEFAULT_GUIDER', 'to_d', 'default_noise_sampler', 'churn', 'get_ancestral_step', 'linear_multistep_coeff',
-           'sample_edm', 'euler_step', 'heun_step', 'sample_euler', 'sample_heun', 'dpm_2_step', 'sample_dpm_2',
-           'sample_euler_ancestral', 'sample_dpm_2_ancestral', 'sample_dpmpp_2s_ancestral', 'sample_dpmpp_2m',
-           'sample_lms', 'sample_dpmpp_2m_sde', 'sample_dpmpp_3m_sde', 'BaseDiffusionSampler', 'EDMSampler',
-           'EulerEDMSampler', 'HeunEDMSampler', 'DPM2Sampler', 'AncestralSampler', 'EulerAncestralSampler',
-           'DPMPP2SAncestralSampler', 'DPM2AncestralSampler', 'LinearMultistepSampler', 'DPMPP2MSampler',
-           'DPMPP2MSDESampler', 'DPMPP3MSDESampler']
+           'BaseDiffusionSampler', 'sample_edm', 'EDMSampler', 'euler_step', 'heun_step', 'sample_euler', 'sample_heun',
+           'EulerEDMSampler', 'HeunEDMSampler', 'dpm_2_step', 'sample_dpm_2', 'DPM2Sampler', 'sample_ancestral',
+           'AncestralSampler', 'sample_euler_ancestral', 'EulerAncestralSampler', 'sample_dpm_2_ancestral',
+           'DPM2AncestralSampler', 'dpmpp_2s_step', 'sample_dpmpp_2s_ancestral', 'DPMPP2SAncestralSampler',
+           'sample_dpmpp_2m', 'sample_lms', 'LinearMultistepSampler', 'DPMPP2MSampler', 'sample_multistep_sde',
+           'dpmpp_2m_sde_correction', 'sample_dpmpp_2m_sde', 'DPMPP2MSDESampler', 'dpmpp_3m_sde_correction',
+           'sample_dpmpp_3m_sde', 'DPMPP3MSDESampler']
 
 # %% ../nbs/11_samplers.ipynb #ef7e307c
 import math
-from functools import cache
+from functools import cache, partial
 
 import numpy as np
 import torch
@@ -74,221 +75,6 @@ def linear_multistep_coeff(order: int, t, i: int, j: int) -> float:
         if k != j:
             ell *= (tau - float(t[i - k])) / (float(t[i - j]) - float(t[i - k]))
     return float((b - a) / 2 * (weights * ell).sum())
-
-# %% ../nbs/11_samplers.ipynb #7fb27b941602401d91542211134fc71a
-def sample_edm(
-    denoise,
-    x,
-    sigmas,
-    step,
-    s_churn=0.0,
-    s_tmin=0.0,
-    s_tmax=float("inf"),
-    s_noise=1.0,
-    noise_sampler=None,
-    callback=None,
-    steps=None,
-):
-    "Karras et al.'s Algorithm 2 with the update `step(denoise, x, sigma_hat, denoised, sigma_next)`: churn, then step."
-    noise_sampler = default(noise_sampler, lambda: default_noise_sampler(x))
-    for i in default(steps, range(len(sigmas) - 1)):
-        x, sigma_hat = churn(x, sigmas, i, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
-        denoised = denoise(x, sigma_hat)
-        if callback is not None:
-            callback(x, i, sigmas[i], sigma_hat, denoised)
-        x = step(denoise, x, sigma_hat, denoised, sigmas[i + 1])
-    return x
-
-# %% ../nbs/11_samplers.ipynb #acae54e37e7d407bbb7b55eff062a284
-def euler_step(denoise, x, sigma_hat, denoised, sigma_next):
-    "One Euler step of the ODE from sigma_hat to sigma_next (no further evaluation)."
-    return x + to_d(x, sigma_hat, denoised) * (sigma_next - sigma_hat)
-
-
-def heun_step(denoise, x, sigma_hat, denoised, sigma_next):
-    "Euler, then Heun's trapezoidal correction, except on the last step to sigma = 0."
-    d, dt = to_d(x, sigma_hat, denoised), sigma_next - sigma_hat
-    x_next = x + d * dt
-    if sigma_next == 0:  # no correction at sigma = 0: saves an evaluation, and d is undefined there
-        return x_next
-    d_next = to_d(x_next, sigma_next, denoise(x_next, sigma_next))
-    return x + (d + d_next) / 2 * dt
-
-
-def sample_euler(denoise, x, sigmas, **kwargs):
-    "Algorithm 2 with Euler steps (first order, one evaluation a step); keyword arguments as `sample_edm`'s."
-    return sample_edm(denoise, x, sigmas, euler_step, **kwargs)
-
-
-def sample_heun(denoise, x, sigmas, **kwargs):
-    "Algorithm 2 with Heun steps (second order, two evaluations a step but the last); keywords as `sample_edm`'s."
-    return sample_edm(denoise, x, sigmas, heun_step, **kwargs)
-
-# %% ../nbs/11_samplers.ipynb #9a63283cbaf04dbcab1f6479b197f3a8
-def dpm_2_step(denoise, x, sigma_hat, denoised, sigma_next):
-    "DPM-Solver-2's step: the slope at the geometric mean of the two sigmas for the whole step; Euler to sigma = 0."
-    d = to_d(x, sigma_hat, denoised)
-    if sigma_next == 0:  # the log-midpoint of sigma and 0 does not exist
-        return x + d * (0.0 - sigma_hat)
-    sigma_mid = (sigma_hat * sigma_next) ** 0.5
-    x_mid = x + d * (sigma_mid - sigma_hat)
-    return x + to_d(x_mid, sigma_mid, denoise(x_mid, sigma_mid)) * (sigma_next - sigma_hat)
-
-
-def sample_dpm_2(denoise, x, sigmas, **kwargs):
-    "Algorithm 2's churn with DPM-Solver-2 midpoint steps (second order); keyword arguments as `sample_edm`'s."
-    return sample_edm(denoise, x, sigmas, dpm_2_step, **kwargs)
-
-# %% ../nbs/11_samplers.ipynb #79498086
-def sample_euler_ancestral(denoise, x, sigmas, eta=1.0, s_noise=1.0, noise_sampler=None, callback=None, steps=None):
-    "Euler steps to sigma_down, then noise sigma_up: DDPM's ancestral sampler at eta = 1, the Euler ODE at eta = 0."
-    noise_sampler = default(noise_sampler, lambda: default_noise_sampler(x))
-    for i in default(steps, range(len(sigmas) - 1)):
-        denoised = denoise(x, sigmas[i])
-        if callback is not None:
-            callback(x, i, sigmas[i], sigmas[i], denoised)
-        sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
-        if sigmas[i + 1] > 0:
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-    return x
-
-# %% ../nbs/11_samplers.ipynb #428bb050
-def sample_dpm_2_ancestral(denoise, x, sigmas, eta=1.0, s_noise=1.0, noise_sampler=None, callback=None, steps=None):
-    "DPM-2's midpoint step to sigma_down, then fresh noise sigma_up."
-    noise_sampler = default(noise_sampler, lambda: default_noise_sampler(x))
-    for i in default(steps, range(len(sigmas) - 1)):
-        denoised = denoise(x, sigmas[i])
-        if callback is not None:
-            callback(x, i, sigmas[i], sigmas[i], denoised)
-        sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        d = to_d(x, sigmas[i], denoised)
-        if sigma_down == 0:
-            x = x + d * (0.0 - sigmas[i])
-        else:
-            sigma_mid = (sigmas[i] * sigma_down) ** 0.5
-            x_mid = x + d * (sigma_mid - sigmas[i])
-            x = x + to_d(x_mid, sigma_mid, denoise(x_mid, sigma_mid)) * (sigma_down - sigmas[i])
-        if sigmas[i + 1] > 0:
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-    return x
-
-# %% ../nbs/11_samplers.ipynb #b1f7b3ea
-def sample_dpmpp_2s_ancestral(denoise, x, sigmas, eta=1.0, s_noise=1.0, noise_sampler=None, callback=None, steps=None):
-    "DPM-Solver++(2S) steps to sigma_down (exponential integrator, D from the log-midpoint), then fresh noise sigma_up."
-    noise_sampler = default(noise_sampler, lambda: default_noise_sampler(x))
-    for i in default(steps, range(len(sigmas) - 1)):
-        sigma = sigmas[i]
-        denoised = denoise(x, sigma)
-        if callback is not None:
-            callback(x, i, sigma, sigma, denoised)
-        sigma_down, sigma_up = get_ancestral_step(sigma, sigmas[i + 1], eta)
-        if sigma_down == 0:
-            x = x + to_d(x, sigma, denoised) * (0.0 - sigma)
-        else:
-            h = math.log(sigma / sigma_down)
-            sigma_s = (sigma * sigma_down) ** 0.5
-            x_s = (sigma_s / sigma) * x - math.expm1(-h / 2) * denoised
-            x = (sigma_down / sigma) * x - math.expm1(-h) * denoise(x_s, sigma_s)
-        if sigmas[i + 1] > 0:
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-    return x
-
-# %% ../nbs/11_samplers.ipynb #2a0428aa
-def sample_dpmpp_2m(denoise, x, sigmas, callback=None, steps=None):
-    "DPM-Solver++(2M): the exponential integrator with D extrapolated linearly in log-sigma from the last two steps."
-    old_denoised, h_last = None, None
-    for i in default(steps, range(len(sigmas) - 1)):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(x, sigma)
-        if callback is not None:
-            callback(x, i, sigma, sigma, denoised)
-        if sigma_next == 0:  # lambda = +inf: the exact first-order step is the jump to D
-            x = denoised
-        else:
-            h = math.log(sigma / sigma_next)
-            denoised_d = denoised
-            if old_denoised is not None:
-                r = h_last / h
-                denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-            x = (sigma_next / sigma) * x - math.expm1(-h) * denoised_d
-            h_last = h
-        old_denoised = denoised
-    return x
-
-
-def sample_lms(denoise, x, sigmas, order=4, callback=None, steps=None):
-    "Linear multistep (Adams-Bashforth in sigma): integrate the polynomial through the last `order` directions."
-    ds = []
-    for i in default(steps, range(len(sigmas) - 1)):
-        denoised = denoise(x, sigmas[i])
-        if callback is not None:
-            callback(x, i, sigmas[i], sigmas[i], denoised)
-        ds = [to_d(x, sigmas[i], denoised)] + ds[: order - 1]  # newest first
-        coeffs = [linear_multistep_coeff(len(ds), sigmas, i, j) for j in range(len(ds))]
-        x = x + sum(c * d for c, d in zip(coeffs, ds))
-    return x
-
-# %% ../nbs/11_samplers.ipynb #1bf7de1f
-def sample_dpmpp_2m_sde(
-    denoise, x, sigmas, eta=1.0, s_noise=1.0, noise_sampler=None, solver_type="midpoint", callback=None, steps=None
-):
-    "DPM-Solver++(2M) SDE: exact linear part, D extrapolated linearly in log-sigma, fresh noise of the exact variance."
-    if solver_type not in ("heun", "midpoint"):
-        raise ValueError(f"solver_type must be 'heun' or 'midpoint', got {solver_type!r}")
-    noise_sampler = default(noise_sampler, lambda: default_noise_sampler(x))
-    old_denoised, h_last = None, None
-    for i in default(steps, range(len(sigmas) - 1)):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(x, sigma)
-        if callback is not None:
-            callback(x, i, sigma, sigma, denoised)
-        if sigma_next == 0:
-            x = denoised
-        else:
-            h = math.log(sigma / sigma_next)
-            a = (1 + eta) * h  # the linear part's rate in lambda
-            x = (sigma_next / sigma) * math.exp(-eta * h) * x - math.expm1(-a) * denoised
-            if old_denoised is not None:
-                r = h_last / h
-                # heun: the exact integral of the line through the two D's; midpoint: the paper's approximation of it
-                coef = math.expm1(-a) / a + 1 if solver_type == "heun" else -0.5 * math.expm1(-a)
-                x = x + coef / r * (denoised - old_denoised)
-            if eta:
-                x = x + noise_sampler(sigma, sigma_next) * sigma_next * (-math.expm1(-2 * eta * h)) ** 0.5 * s_noise
-            h_last = h
-        old_denoised = denoised
-    return x
-
-# %% ../nbs/11_samplers.ipynb #198c4280
-def sample_dpmpp_3m_sde(denoise, x, sigmas, eta=1.0, s_noise=1.0, noise_sampler=None, callback=None, steps=None):
-    "DPM-Solver++(3M) SDE: as 2M SDE with D extrapolated quadratically from the last three steps."
-    noise_sampler = default(noise_sampler, lambda: default_noise_sampler(x))
-    denoised_1, denoised_2, h_1, h_2 = None, None, None, None
-    for i in default(steps, range(len(sigmas) - 1)):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(x, sigma)
-        if callback is not None:
-            callback(x, i, sigma, sigma, denoised)
-        if sigma_next == 0:
-            x = denoised
-        else:
-            h = math.log(sigma / sigma_next)
-            a = (1 + eta) * h
-            x = (sigma_next / sigma) * math.exp(-eta * h) * x - math.expm1(-a) * denoised
-            phi_2 = math.expm1(-a) / a + 1
-            if h_2 is not None:
-                r0, r1 = h_1 / h, h_2 / h
-                d1_0, d1_1 = (denoised - denoised_1) / r0, (denoised_1 - denoised_2) / r1
-                d1, d2 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1), (d1_0 - d1_1) / (r0 + r1)
-                x = x + phi_2 * d1 - (phi_2 / a - 0.5) * d2
-            elif h_1 is not None:
-                x = x + phi_2 * (denoised - denoised_1) / (h_1 / h)
-            if eta:
-                x = x + noise_sampler(sigma, sigma_next) * sigma_next * (-math.expm1(-2 * eta * h)) ** 0.5 * s_noise
-            h_1, h_2 = h, h_1
-        denoised_1, denoised_2 = denoised, denoised_1
-    return x
 
 # %% ../nbs/11_samplers.ipynb #69a1f3d0
 DEFAULT_GUIDER = {"target": "sgm_nb.guiders.IdentityGuider"}
@@ -363,6 +149,30 @@ def __call__(self: BaseDiffusionSampler, denoiser, x, cond, uc=None, num_steps=N
     denoise = lambda x, sigma: self.denoise(x, denoiser, sigma * s_in, cond, uc)
     return self.solve(denoise, x, sigmas, callback=callback, steps=self.get_sigma_gen(num_sigmas))
 
+# %% ../nbs/11_samplers.ipynb #7fb27b941602401d91542211134fc71a
+def sample_edm(
+    denoise,
+    x,
+    sigmas,
+    step,
+    s_churn=0.0,
+    s_tmin=0.0,
+    s_tmax=float("inf"),
+    s_noise=1.0,
+    noise_sampler=None,
+    callback=None,
+    steps=None,
+):
+    "Karras et al.'s Algorithm 2 with the update `step(denoise, x, sigma_hat, denoised, sigma_next)`: churn, then step."
+    noise_sampler = default(noise_sampler, lambda: default_noise_sampler(x))
+    for i in default(steps, range(len(sigmas) - 1)):
+        x, sigma_hat = churn(x, sigmas, i, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+        denoised = denoise(x, sigma_hat)
+        if callback is not None:
+            callback(x, i, sigmas[i], sigma_hat, denoised)
+        x = step(denoise, x, sigma_hat, denoised, sigmas[i + 1])
+    return x
+
 # %% ../nbs/11_samplers.ipynb #073a1712
 class EDMSampler(BaseDiffusionSampler):
     "Base of the samplers with Karras et al.'s churn (s_churn, s_tmin, s_tmax, s_noise)."
@@ -394,7 +204,32 @@ class EDMSampler(BaseDiffusionSampler):
             **kwargs,
         )
 
-# %% ../nbs/11_samplers.ipynb #fd37d34f
+# %% ../nbs/11_samplers.ipynb #acae54e37e7d407bbb7b55eff062a284
+def euler_step(denoise, x, sigma_hat, denoised, sigma_next):
+    "One Euler step of the ODE from sigma_hat to sigma_next (no further evaluation)."
+    return x + to_d(x, sigma_hat, denoised) * (sigma_next - sigma_hat)
+
+
+def heun_step(denoise, x, sigma_hat, denoised, sigma_next):
+    "Euler, then Heun's trapezoidal correction, except on the last step to sigma = 0."
+    d, dt = to_d(x, sigma_hat, denoised), sigma_next - sigma_hat
+    x_next = x + d * dt
+    if sigma_next == 0:  # no correction at sigma = 0: saves an evaluation, and d is undefined there
+        return x_next
+    d_next = to_d(x_next, sigma_next, denoise(x_next, sigma_next))
+    return x + (d + d_next) / 2 * dt
+
+
+def sample_euler(denoise, x, sigmas, **kwargs):
+    "Algorithm 2 with Euler steps (first order, one evaluation a step); keyword arguments as `sample_edm`'s."
+    return sample_edm(denoise, x, sigmas, euler_step, **kwargs)
+
+
+def sample_heun(denoise, x, sigmas, **kwargs):
+    "Algorithm 2 with Heun steps (second order, two evaluations a step but the last); keywords as `sample_edm`'s."
+    return sample_edm(denoise, x, sigmas, heun_step, **kwargs)
+
+
 class EulerEDMSampler(EDMSampler, solver=sample_euler):
     "Karras et al.'s Algorithm 2 with Euler steps."
 
@@ -402,9 +237,38 @@ class EulerEDMSampler(EDMSampler, solver=sample_euler):
 class HeunEDMSampler(EDMSampler, solver=sample_heun):
     "Karras et al.'s Algorithm 2 (Heun steps, Euler on the last step to 0)."
 
+# %% ../nbs/11_samplers.ipynb #9a63283cbaf04dbcab1f6479b197f3a8
+def dpm_2_step(denoise, x, sigma_hat, denoised, sigma_next):
+    "DPM-Solver-2's step: the slope at the geometric mean of the two sigmas for the whole step; Euler to sigma = 0."
+    d = to_d(x, sigma_hat, denoised)
+    if sigma_next == 0:  # the log-midpoint of sigma and 0 does not exist
+        return x + d * (0.0 - sigma_hat)
+    sigma_mid = (sigma_hat * sigma_next) ** 0.5
+    x_mid = x + d * (sigma_mid - sigma_hat)
+    return x + to_d(x_mid, sigma_mid, denoise(x_mid, sigma_mid)) * (sigma_next - sigma_hat)
+
+
+def sample_dpm_2(denoise, x, sigmas, **kwargs):
+    "Algorithm 2's churn with DPM-Solver-2 midpoint steps (second order); keyword arguments as `sample_edm`'s."
+    return sample_edm(denoise, x, sigmas, dpm_2_step, **kwargs)
+
 
 class DPM2Sampler(EDMSampler, solver=sample_dpm_2):
     "Algorithm 2's churn with DPM-Solver-2 midpoint steps (k-diffusion's `sample_dpm_2`)."
+
+# %% ../nbs/11_samplers.ipynb #5a1f0c3e
+def sample_ancestral(denoise, x, sigmas, step, eta=1.0, s_noise=1.0, noise_sampler=None, callback=None, steps=None):
+    "The ancestral loop with the update `step(denoise, x, sigma, denoised, sigma_down)`: step, then noise sigma_up."
+    noise_sampler = default(noise_sampler, lambda: default_noise_sampler(x))
+    for i in default(steps, range(len(sigmas) - 1)):
+        denoised = denoise(x, sigmas[i])
+        if callback is not None:
+            callback(x, i, sigmas[i], sigmas[i], denoised)
+        sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta)
+        x = step(denoise, x, sigmas[i], denoised, sigma_down)
+        if sigmas[i + 1] > 0:
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+    return x
 
 # %% ../nbs/11_samplers.ipynb #3318ef15
 class AncestralSampler(BaseDiffusionSampler):
@@ -423,19 +287,79 @@ class AncestralSampler(BaseDiffusionSampler):
             denoise, x, sigmas, eta=self.eta, s_noise=self.s_noise, noise_sampler=self.noise_sampler, **kwargs
         )
 
+# %% ../nbs/11_samplers.ipynb #79498086
+def sample_euler_ancestral(denoise, x, sigmas, **kwargs):
+    "Euler steps to sigma_down, then noise sigma_up: DDPM's ancestral sampler at eta = 1, the Euler ODE at eta = 0."
+    return sample_ancestral(denoise, x, sigmas, euler_step, **kwargs)
+
 
 class EulerAncestralSampler(AncestralSampler, solver=sample_euler_ancestral):
     "Euler ancestral sampling (DDPM's sampler at eta = 1)."
 
-
-class DPMPP2SAncestralSampler(AncestralSampler, solver=sample_dpmpp_2s_ancestral):
-    "DPM-Solver++(2S) steps to sigma_down, then fresh noise."
+# %% ../nbs/11_samplers.ipynb #428bb050
+def sample_dpm_2_ancestral(denoise, x, sigmas, **kwargs):
+    "DPM-2's midpoint steps to sigma_down, then fresh noise sigma_up; keyword arguments as `sample_ancestral`'s."
+    return sample_ancestral(denoise, x, sigmas, dpm_2_step, **kwargs)
 
 
 class DPM2AncestralSampler(AncestralSampler, solver=sample_dpm_2_ancestral):
     "DPM-2 midpoint steps to sigma_down, then fresh noise (k-diffusion's `sample_dpm_2_ancestral`)."
 
-# %% ../nbs/11_samplers.ipynb #6b601f44
+# %% ../nbs/11_samplers.ipynb #b1f7b3ea
+def dpmpp_2s_step(denoise, x, sigma, denoised, sigma_next):
+    "DPM-Solver++(2S)'s step: the exponential integrator with D at the log-midpoint; Euler (the jump to D) to 0."
+    if sigma_next == 0:  # the log-midpoint of sigma and 0 does not exist
+        return x + to_d(x, sigma, denoised) * (0.0 - sigma)
+    h = math.log(sigma / sigma_next)
+    sigma_s = (sigma * sigma_next) ** 0.5
+    x_s = (sigma_s / sigma) * x - math.expm1(-h / 2) * denoised
+    return (sigma_next / sigma) * x - math.expm1(-h) * denoise(x_s, sigma_s)
+
+
+def sample_dpmpp_2s_ancestral(denoise, x, sigmas, **kwargs):
+    "DPM-Solver++(2S) steps to sigma_down, then fresh noise sigma_up; keyword arguments as `sample_ancestral`'s."
+    return sample_ancestral(denoise, x, sigmas, dpmpp_2s_step, **kwargs)
+
+
+class DPMPP2SAncestralSampler(AncestralSampler, solver=sample_dpmpp_2s_ancestral):
+    "DPM-Solver++(2S) steps to sigma_down, then fresh noise."
+
+# %% ../nbs/11_samplers.ipynb #2a0428aa
+def sample_dpmpp_2m(denoise, x, sigmas, callback=None, steps=None):
+    "DPM-Solver++(2M): the exponential integrator with D extrapolated linearly in log-sigma from the last two steps."
+    old_denoised, h_last = None, None
+    for i in default(steps, range(len(sigmas) - 1)):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = denoise(x, sigma)
+        if callback is not None:
+            callback(x, i, sigma, sigma, denoised)
+        if sigma_next == 0:  # lambda = +inf: the exact first-order step is the jump to D
+            x = denoised
+        else:
+            h = math.log(sigma / sigma_next)
+            denoised_d = denoised
+            if old_denoised is not None:
+                r = h_last / h
+                denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+            x = (sigma_next / sigma) * x - math.expm1(-h) * denoised_d
+            h_last = h
+        old_denoised = denoised
+    return x
+
+
+def sample_lms(denoise, x, sigmas, order=4, callback=None, steps=None):
+    "Linear multistep (Adams-Bashforth in sigma): integrate the polynomial through the last `order` directions."
+    ds = []
+    for i in default(steps, range(len(sigmas) - 1)):
+        denoised = denoise(x, sigmas[i])
+        if callback is not None:
+            callback(x, i, sigmas[i], sigmas[i], denoised)
+        ds = [to_d(x, sigmas[i], denoised)] + ds[: order - 1]  # newest first
+        coeffs = [linear_multistep_coeff(len(ds), sigmas, i, j) for j in range(len(ds))]
+        x = x + sum(c * d for c, d in zip(coeffs, ds))
+    return x
+
+# %% ../nbs/11_samplers.ipynb #7c2e9b41
 class LinearMultistepSampler(BaseDiffusionSampler):
     "Linear multistep (Adams-Bashforth in sigma) of the given order, one evaluation a step."
 
@@ -453,7 +377,47 @@ class DPMPP2MSampler(BaseDiffusionSampler):
     def solve(self, denoise, x, sigmas, **kwargs):
         return sample_dpmpp_2m(denoise, x, sigmas, **kwargs)
 
+# %% ../nbs/11_samplers.ipynb #9d3b7a10
+def sample_multistep_sde(
+    denoise, x, sigmas, correction, eta=1.0, s_noise=1.0, noise_sampler=None, callback=None, steps=None
+):
+    "The SDE's exponential integrator with D held, plus `correction(ds, hs, h, a)` from past D's, plus fresh noise."
+    noise_sampler = default(noise_sampler, lambda: default_noise_sampler(x))
+    ds, hs = [], []  # D of this step and the two before; the sizes of the two steps before; newest first
+    for i in default(steps, range(len(sigmas) - 1)):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        ds = [denoise(x, sigma)] + ds[:2]
+        if callback is not None:
+            callback(x, i, sigma, sigma, ds[0])
+        if sigma_next == 0:  # lambda = +inf: the jump to D
+            x = ds[0]
+            continue
+        h = math.log(sigma / sigma_next)
+        a = (1 + eta) * h  # the linear part's rate in lambda
+        x = (sigma_next / sigma) * math.exp(-eta * h) * x - math.expm1(-a) * ds[0]
+        x = x + correction(ds, hs, h, a)
+        if eta:
+            x = x + noise_sampler(sigma, sigma_next) * sigma_next * (-math.expm1(-2 * eta * h)) ** 0.5 * s_noise
+        hs = [h] + hs[:1]
+    return x
 
+# %% ../nbs/11_samplers.ipynb #1bf7de1f
+def dpmpp_2m_sde_correction(ds, hs, h, a, solver_type="midpoint"):
+    "2M's term: the line through the last two D's; 'heun' integrates it exactly, 'midpoint' as the DPM-Solver++ paper."
+    if not hs:  # the first step has one D: first order
+        return 0.0
+    coef = math.expm1(-a) / a + 1 if solver_type == "heun" else -0.5 * math.expm1(-a)
+    return coef / (hs[0] / h) * (ds[0] - ds[1])
+
+
+def sample_dpmpp_2m_sde(denoise, x, sigmas, solver_type="midpoint", **kwargs):
+    "DPM-Solver++(2M) SDE: D extrapolated linearly in log-sigma; keyword arguments as `sample_multistep_sde`'s."
+    if solver_type not in ("heun", "midpoint"):
+        raise ValueError(f"solver_type must be 'heun' or 'midpoint', got {solver_type!r}")
+    correction = partial(dpmpp_2m_sde_correction, solver_type=solver_type)
+    return sample_multistep_sde(denoise, x, sigmas, correction, **kwargs)
+
+# %% ../nbs/11_samplers.ipynb #7c2e9b43
 class DPMPP2MSDESampler(AncestralSampler):
     "DPM-Solver++(2M) SDE (k-diffusion's `sample_dpmpp_2m_sde`); solver_type 'midpoint' or 'heun'."
 
@@ -465,6 +429,22 @@ class DPMPP2MSDESampler(AncestralSampler):
 
     def solver(self, *args, **kwargs):
         return sample_dpmpp_2m_sde(*args, solver_type=self.solver_type, **kwargs)
+
+# %% ../nbs/11_samplers.ipynb #198c4280
+def dpmpp_3m_sde_correction(ds, hs, h, a):
+    "3M's term: the quadratic through the last three D's (in Newton form), k-diffusion's coefficients."
+    phi_2 = math.expm1(-a) / a + 1
+    if len(hs) == 2:
+        r0, r1 = hs[0] / h, hs[1] / h
+        d1_0, d1_1 = (ds[0] - ds[1]) / r0, (ds[1] - ds[2]) / r1
+        d1, d2 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1), (d1_0 - d1_1) / (r0 + r1)
+        return phi_2 * d1 - (phi_2 / a - 0.5) * d2
+    return phi_2 * (ds[0] - ds[1]) / (hs[0] / h) if hs else 0.0  # the second step: 2M's line
+
+
+def sample_dpmpp_3m_sde(denoise, x, sigmas, **kwargs):
+    "DPM-Solver++(3M) SDE: D extrapolated quadratically in log-sigma; keyword arguments as `sample_multistep_sde`'s."
+    return sample_multistep_sde(denoise, x, sigmas, dpmpp_3m_sde_correction, **kwargs)
 
 
 class DPMPP3MSDESampler(AncestralSampler, solver=sample_dpmpp_3m_sde):

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 import torch
 
 from .noising import add_noise, check_sigma
-from .utils import append_dims
+from .utils import append_dims, check_number
 
 # %% ../nbs/02_scalings.ipynb #626381db
 class DenoiserScaling(ABC):
@@ -28,9 +28,7 @@ class EDMScaling(DenoiserScaling):
     "EDM's preconditioning (Karras et al. 2022): unit-variance network input and target for data of std `sigma_data`."
 
     def __init__(self, sigma_data: float = 0.5):
-        if not (0 < sigma_data < float("inf")):
-            raise ValueError(f"sigma_data must be > 0 and finite, got {sigma_data}")
-        self.sigma_data = sigma_data
+        self.sigma_data = check_number("sigma_data", sigma_data, 0, above=True)
 
     def __call__(self, sigma):
         sigma = check_sigma(sigma, allow_zero=False, who="EDMScaling")  # c_noise = ln(0)/4 = -inf
@@ -89,9 +87,7 @@ class RectifiedFlowScaling(DenoiserScaling):
     "Flow matching's $x_t = (1-t)x_0 + t\\,n$ at $t = \\sigma/(1+\\sigma)$: the network predicts $v = n - x_0$."
 
     def __init__(self, c_noise_scale: float = 1000.0):
-        if not (0 < c_noise_scale < float("inf")):
-            raise ValueError(f"c_noise_scale must be > 0 and finite, got {c_noise_scale}")
-        self.c_noise_scale = c_noise_scale
+        self.c_noise_scale = check_number("c_noise_scale", c_noise_scale, 0, above=True)
 
     def __call__(self, sigma):
         sigma = check_sigma(sigma, allow_zero=True, who="RectifiedFlowScaling")

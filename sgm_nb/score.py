@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from .noising import check_sigma
 from .scalings import DenoiserScaling, EDMScaling, VScalingWithEDMcNoise
-from .utils import append_dims, instantiate_from_config
+from .utils import append_dims, check_number, instantiate_from_config
 
 # %% ../nbs/08_score_to_denoiser.ipynb #fe78a1ed
 class WithEDMcNoise(DenoiserScaling):
@@ -90,9 +90,7 @@ class SigmaScoreScaling(DenoiserScaling):
     r"Predicts $\sigma\nabla\log p_\sigma$: $c_\text{out} = c_\text{noise} = \sigma$, $c_\text{in}$ as EDM's"
 
     def __init__(self, sigma_data: float | None = 1.0):
-        if sigma_data is not None and not (0 < sigma_data < float("inf")):
-            raise ValueError(f"sigma_data must be > 0 and finite (or None for c_in = 1), got {sigma_data}")
-        self.sigma_data = sigma_data
+        self.sigma_data = sigma_data if sigma_data is None else check_number("sigma_data", sigma_data, 0, above=True)
 
     def __call__(self, sigma):
         sigma = check_sigma(sigma, allow_zero=True, who="SigmaScoreScaling")

@@ -28,6 +28,7 @@ from fastcore.imports import in_notebook
 from fastprogress.fastprogress import progress_bar
 from omegaconf import DictConfig, OmegaConf
 
+# %% ../nbs/19_training.ipynb #7fb27b94a2c1
 import sgm_nb
 from sgm_nb.checkpoint import (
     MetricsCSV,
@@ -35,6 +36,7 @@ from sgm_nb.checkpoint import (
     load_checkpoint,
     note,
     remove_stale_tmp,
+    resolve_bad_ckpt,
     resolve_resume,
     rng_state,
     run_dir_for,
@@ -44,7 +46,7 @@ from sgm_nb.checkpoint import (
 )
 from .config import TrainSettings, build_data, build_engine, checkpoint_config, to_container
 from .data import save_png
-from .guiders import IdentityGuider, resolve_bad_ckpt
+from .guiders import IdentityGuider
 from .inference import load_weights
 from .metrics import image_metrics, real_floor
 from .utils import image_grid, to_uint8

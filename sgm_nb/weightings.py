@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 import torch
 
 from .noising import check_sigma
+from .utils import check_number
 
 # %% ../nbs/03_weightings.ipynb #b7d94e5e
 class DiffusionLossWeighting(ABC):
@@ -40,9 +41,7 @@ class EDMWeighting(DiffusionLossWeighting):
     "EDM's $w = (\\sigma^2 + \\sigma_d^2)/(\\sigma\\sigma_d)^2 = 1/c_\\text{out}^2$ of `EDMScaling(sigma_data)`."
 
     def __init__(self, sigma_data: float = 0.5):
-        if not (0 < sigma_data < float("inf")):
-            raise ValueError(f"sigma_data must be > 0 and finite, got {sigma_data}")
-        self.sigma_data = sigma_data
+        self.sigma_data = check_number("sigma_data", sigma_data, 0, above=True)
 
     def __call__(self, sigma):
         sigma = check_sigma(sigma, allow_zero=False, who=type(self).__name__)  # w(0) = inf
@@ -76,9 +75,7 @@ class MinSNRWeighting(DiffusionLossWeighting):
     "Min-SNR-$\\gamma$ (Hang et al. 2023): $w = \\min(\\sigma^{-2}, \\gamma)$ on the image-space MSE, for every target."
 
     def __init__(self, gamma: float = 5.0):
-        if not (0 < gamma < float("inf")):
-            raise ValueError(f"gamma must be > 0 and finite, got {gamma}")
-        self.gamma = gamma
+        self.gamma = check_number("gamma", gamma, 0, above=True)
 
     def __call__(self, sigma):
         sigma = check_sigma(sigma, allow_zero=True, who="MinSNRWeighting")

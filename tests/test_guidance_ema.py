@@ -8,7 +8,7 @@ import torch.nn as nn
 from helpers import cli, tiny_config
 from omegaconf import OmegaConf
 
-from sgm_nb.checkpoint import save_checkpoint
+from sgm_nb.checkpoint import resolve_bad_ckpt, save_checkpoint
 from sgm_nb.config import build_engine, find_config, load_config, to_container
 from sgm_nb.ema import (
     LitEma,
@@ -19,7 +19,7 @@ from sgm_nb.ema import (
     power_profile_dot,
     sigma_rel_to_gamma,
 )
-from sgm_nb.guiders import AutoGuidance, IntervalCFG, VanillaCFG, engine_denoiser, resolve_bad_ckpt
+from sgm_nb.guiders import AutoGuidance, IntervalCFG, VanillaCFG, engine_denoiser
 from sgm_nb.oracle import GaussianMixture
 from sgm_nb.sampling import EulerEDMSampler, HeunEDMSampler
 from sgm_nb.utils import instantiate_from_config
